@@ -64,6 +64,8 @@ def report(title: str, before: dict[str, str], after: dict[str, str]) -> list[st
 
 def main() -> int:
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    # the stages call `dvc` and `rna-predict` from this interpreter's environment
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     committed = yaml.safe_load((ROOT / "dvc.lock").read_text()) if (ROOT / "dvc.lock").is_file() else {}
     committed_outs = lock_outs(committed)
     stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
