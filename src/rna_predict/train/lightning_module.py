@@ -1,0 +1,223 @@
+"""LightningModule wrapping :class:`rna_predict.model.rna_model.RNAModel`.
+
+Training step: ``total = w_angle * L_angle + w_diffusion * L_diffusion`` from
+``RNAModel.loss`` (SCIENCE.md section 4); the diffusion noise is drawn from a generator
+seeded by (seed, global step, rank), so a run resumed from an epoch checkpoint draws the
+same noise as an uninterrupted one. Logged per step: ``train/total``, ``train/L_angle``,
+``train/L_diffusion`` (+ the MSE and smooth-lDDT parts). Logged per epoch: ``val/loss``,
+``val/L_angle``, ``val/L_diffusion``, ``val/angle_mae`` (degrees, mean of the seven
+per-torsion MAEs) and ``val/mae_<torsion>``.
+
+The per-epoch history (the rows of ``reports/train/history.csv``) lives in the module
+and is stored in checkpoints, so a resumed run reports every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from rna_predict.data.atom_layout import TORSIONS
+
+
+def predicted_angles(sincos: torch.Tensor) -> torch.Tensor:
+    """[..., 7, 2] (sin, cos) -> [..., 7] radians in (-pi, pi] via atan2."""
+    return torch.atan2(sincos[..., 0], sincos[..., 1])
+
+
+def circular_abs_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Shortest angular distance (radians, [0, pi]) between ``a`` and ``b``."""
+    d = torch.remainder(torch.abs(a - b), 2 * math.pi)
+    return torch.minimum(d, 2 * math.pi - d)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffles ``n`` indices with a permutation seeded by (seed, epoch).
+
+    Lightning calls :meth:`set_epoch` before each epoch, so the order of epoch ``k`` does
+    not depend on how many epochs this process has run (exact after a resume). The epoch
+    is forwarded to ``dataset.set_epoch`` (the crop windows of ``RecordDataset``).
+    """
+
+    def __init__(self, n: int, seed: int, dataset: Any = None) -> None:
+        self.n, self.seed, self.epoch, self.dataset = n, seed, 0, dataset
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if self.dataset is not None and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class RNALightningModule(L.LightningModule):
+    """Optimises every trainable stage of :class:`RNAModel` with the combined loss."""
+
+    def __init__(self, model_cfg: Any, training_cfg: Any, seed: int) -> None:
+        super().__init__()
+        from rna_predict.model.rna_model import RNAModel
+
+        self.model = RNAModel(model_cfg)
+        self.tcfg = training_cfg
+        self.seed = int(seed)
+        self.history: list[dict[str, float]] = []
+        self._reset("train")
+        self._reset("val")
+        self._last_val: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _reset(self, split: str) -> None:
+        setattr(self, f"_{split}_sums", {"n": 0.0, "total": 0.0, "angle": 0.0, "diffusion": 0.0})
+        if split == "val":
+            self._val_ang = torch.zeros(len(TORSIONS), dtype=torch.float64)
+            self._val_cnt = torch.zeros(len(TORSIONS), dtype=torch.float64)
+
+    def _generator(self, offset: int) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed((self.seed * 1_000_003 + int(offset)) * 64 + int(self.global_rank))
+        return g
+
+    def _loss(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.model.loss(
+            batch,
+            w_angle=float(self.tcfg.w_angle),
+            w_diffusion=float(self.tcfg.w_diffusion),
+            noise_copies=int(self.tcfg.noise_copies),
+            generator=generator,
+        )
+
+    def _accumulate(self, split: str, out: dict[str, torch.Tensor], n: int) -> None:
+        sums = getattr(self, f"_{split}_sums")
+        sums["n"] += n
+        for key in ("total", "angle", "diffusion"):
+            sums[key] += float(out[key].detach()) * n
+
+    def _reduce(self, values: list[float]) -> list[float]:
+        """Sum ``values`` over processes (identity on one device)."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            t = self.trainer.strategy.reduce(t, reduce_op="sum")
+        return [float(v) for v in t.cpu()]
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self._loss(batch, self._generator(self.global_step))
+        n = int(batch["base_type"].shape[0])
+        self._accumulate("train", out, n)
+        self.log_dict(
+            {
+                "train/total": out["total"].detach(),
+                "train/L_angle": out["angle"].detach(),
+                "train/L_diffusion": out["diffusion"].detach(),
+                "train/mse": out["mse"].detach(),
+                "train/lddt": out["lddt"].detach(),
+            },
+            on_step=True, on_epoch=False, prog_bar=False, batch_size=n,
+        )
+        self.log("loss", out["total"].detach(), on_step=True, prog_bar=True, logger=False, batch_size=n)
+        return out["total"]
+
+    def on_train_epoch_start(self) -> None:
+        self._reset("train")
+        # crop windows depend on the epoch; under DDP Lightning wraps our sampler, so
+        # set the dataset's epoch here rather than relying on EpochSampler.set_epoch
+        loader = self.trainer.train_dataloader if self._trainer is not None else None
+        dataset = getattr(loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
+    # -------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._reset("val")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self._loss(batch, self._generator(10_000_019 + batch_idx))
+        n = int(batch["base_type"].shape[0])
+        self._accumulate("val", out, n)
+        sincos = self.model.trunk(batch)["sincos"]
+        pred = predicted_angles(sincos.float())
+        mask = batch["angle_mask"].bool() & batch["residue_mask"].bool()[..., None]
+        true = torch.nan_to_num(batch["angles"].float())
+        diff = torch.where(mask, circular_abs_diff(pred, true), torch.zeros_like(pred))
+        self._val_ang += diff.sum(dim=(0, 1)).double().cpu()
+        self._val_cnt += mask.sum(dim=(0, 1)).double().cpu()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self._reset("val")
+            return
+        s = self._val_sums
+        red = self._reduce([s["n"], s["total"], s["angle"], s["diffusion"]]
+                           + self._val_ang.tolist() + self._val_cnt.tolist())
+        n, k = max(red[0], 1.0), len(TORSIONS)
+        ang, cnt = red[4:4 + k], red[4 + k:]
+        maes = {t: (math.degrees(a / c) if c else float("nan")) for t, a, c in zip(TORSIONS, ang, cnt)}
+        finite = [v for v in maes.values() if math.isfinite(v)]
+        vals = {
+            "val/loss": red[1] / n,
+            "val/L_angle": red[2] / n,
+            "val/L_diffusion": red[3] / n,
+            "val/angle_mae": sum(finite) / len(finite) if finite else float("nan"),
+        }
+        vals.update({f"val/mae_{t}": v for t, v in maes.items()})
+        self._last_val = vals
+        # already summed over processes: sync_dist averages identical values (no-op)
+        self.log_dict({k: v for k, v in vals.items() if math.isfinite(v)},
+                      on_epoch=True, prog_bar=False, sync_dist=True)
+
+    # ----------------------------------------------------------------- history
+    def close_epoch(self) -> None:
+        """Append this epoch's row (train means + last validation) to :attr:`history`."""
+        s = self._train_sums
+        red = self._reduce([s["n"], s["total"], s["angle"], s["diffusion"]])
+        n = max(red[0], 1.0)
+        row = {
+            "epoch": float(self.current_epoch),
+            "step": float(self.global_step),
+            "train/total": red[1] / n,
+            "train/L_angle": red[2] / n,
+            "train/L_diffusion": red[3] / n,
+        }
+        row.update(self._last_val)
+        self.history.append(row)
+        self._last_val = {}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rna_predict_history"] = [dict(r) for r in self.history]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = [dict(r) for r in checkpoint.get("rna_predict_history", [])]
+
+    # --------------------------------------------------------------- optimiser
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=float(self.tcfg.lr), weight_decay=float(self.tcfg.weight_decay)
+        )
+
+
+class HistoryCallback(L.Callback):
+    """Closes each epoch's history row before checkpoint callbacks save the epoch.
+
+    Lightning runs checkpoint callbacks last, so the row is inside ``last.ckpt``.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if isinstance(pl_module, RNALightningModule):
+            pl_module.close_epoch()
+
+
+__all__ = [
+    "EpochSampler",
+    "HistoryCallback",
+    "RNALightningModule",
+    "circular_abs_diff",
+    "predicted_angles",
+]
