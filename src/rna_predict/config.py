@@ -82,7 +82,7 @@ class TrainingConfig:
     w_diffusion: float = 1.0
     lr: float = 1e-3
     weight_decay: float = 0.0
-    max_epochs: int = 30
+    max_epochs: int = 120
     max_steps: int = -1
     batch_size: int = 2
     crop: int = 48
@@ -102,8 +102,8 @@ class TrainingConfig:
 
 @dataclass
 class EvalConfig:
-    samples: int = 2
-    steps: int = 50
+    samples: int = 5
+    steps: int = 100
     out_dir: str = "reports/eval"
     max_targets: int = -1
 
