@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rna_predict.data.angles_stage import IndexError_, run_angles
+from rna_predict.data.angles_stage import IndexFileError, run_angles
 from rna_predict.data.atom_layout import N_SLOTS
 from rna_predict.data.records import load_record
 
@@ -94,7 +94,7 @@ def test_index_ids_with_paths_are_rejected(tmp_path, demo_raw_dir, bad_id):
     raw, rows = _copy_raw(demo_raw_dir, tmp_path, {"434D"})
     rows[0]["id"] = bad_id
     _write_index(raw, rows)
-    with pytest.raises(IndexError_, match="invalid record id"):
+    with pytest.raises(IndexFileError, match="invalid record id"):
         run_angles(_cfg(tmp_path, raw))
 
 
@@ -102,5 +102,5 @@ def test_index_file_outside_raw_dir_is_rejected(tmp_path, demo_raw_dir):
     raw, rows = _copy_raw(demo_raw_dir, tmp_path, {"434D"})
     rows[0]["file"] = "../../etc/passwd"
     _write_index(raw, rows)
-    with pytest.raises(IndexError_, match="outside"):
+    with pytest.raises(IndexFileError, match="outside"):
         run_angles(_cfg(tmp_path, raw))

@@ -33,7 +33,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 PSU_CHI_CONVENTION = "C-glycosidic nucleotides (pseudouridine): chi = O4'-C1'-C5-C4"
 
 
-class IndexError_(ValueError):
+class IndexFileError(ValueError):
     """index.csv is missing or malformed."""
 
 
@@ -41,18 +41,18 @@ def read_index(raw_dir: Path) -> list[dict[str, str]]:
     """Rows of ``<raw_dir>/index.csv`` with validated ids (no path components)."""
     path = raw_dir / "index.csv"
     if not path.is_file():
-        raise IndexError_(f"{path}: missing; run `rna-predict fetch` first")
+        raise IndexFileError(f"{path}: missing; run `rna-predict fetch` first")
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     for row in rows:
         for key in ("id", "file"):
             if key not in row:
-                raise IndexError_(f"{path}: no column {key!r}")
+                raise IndexFileError(f"{path}: no column {key!r}")
         if not _ID_RE.match(row["id"]):
-            raise IndexError_(f"{path}: invalid record id {row['id']!r} (letters, digits, _ and - only)")
+            raise IndexFileError(f"{path}: invalid record id {row['id']!r} (letters, digits, _ and - only)")
         target = (raw_dir / row["file"]).resolve()
         if raw_dir.resolve() not in target.parents:
-            raise IndexError_(f"{path}: file {row['file']!r} of {row['id']} is outside {raw_dir}")
+            raise IndexFileError(f"{path}: file {row['file']!r} of {row['id']} is outside {raw_dir}")
     return rows
 
 
