@@ -4,7 +4,8 @@
 1. `dvc repro` of the whole default pipeline on this clone;
 2. the data-stage outputs (fetch, angles, features, split) must have the md5s committed
    in `dvc.lock` (they are machine-independent);
-3. `dvc repro --force` of the model stages must give byte-identical outputs to step 1;
+3. `dvc repro --force` of the model stages, after removing training checkpoints and the
+   sweep's study storage (so nothing resumes), must give byte-identical outputs to step 1;
 4. `dvc status` must be clean at the end.
 Prints what differed and exits 1 on any failure.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +64,22 @@ def report(title: str, before: dict[str, str], after: dict[str, str]) -> list[st
     return diffs
 
 
+def clear_resume_state() -> None:
+    """Remove training checkpoints and the sweep's study storage so the forced re-run
+    recomputes from scratch instead of resuming the finished runs."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    targets = [ROOT / params["training"]["checkpoint_dir"], ROOT / ".optuna"]
+    storage = params["sweep"]["storage"]
+    if storage.startswith("sqlite:///"):
+        targets.append(ROOT / storage[len("sqlite:///"):])
+    for target in targets:
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.is_file():
+            target.unlink()
+        print(f"repro-check: removed {target.relative_to(ROOT)} (forced re-run starts from scratch)")
+
+
 def main() -> int:
     os.environ.setdefault("PYTHONHASHSEED", "0")
     # the stages call `dvc` and `rna-predict` from this interpreter's environment
@@ -86,6 +104,7 @@ def main() -> int:
     if model_stages:
         paths = [p for s in model_stages for p in first.get(s, {})]
         before = file_hashes(paths)
+        clear_resume_state()
         run("dvc", "repro", "--force", *model_stages)
         after = file_hashes(paths)
         failures += report("model stages: first run vs `dvc repro --force`", before, after)
