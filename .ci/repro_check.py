@@ -77,6 +77,8 @@ def clear_resume_state() -> None:
             shutil.rmtree(target)
         elif target.is_file():
             target.unlink()
+        else:
+            continue
         print(f"repro-check: removed {target.relative_to(ROOT)} (forced re-run starts from scratch)")
 
 
