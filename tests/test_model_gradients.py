@@ -67,8 +67,13 @@ def test_no_diffusion_gradient_when_its_weight_is_zero(real_batch):
 
 def test_loss_is_deterministic_given_a_generator(real_batch):
     model = fresh_model()
+    # the diffusion noise comes from the generator; dropout (torsion encoder) from the
+    # global RNG, which Lightning seeds: fix both
+    torch.manual_seed(0)
     a = model.loss(real_batch, 1.0, 1.0, 3, generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(0)
     b = model.loss(real_batch, 1.0, 1.0, 3, generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(0)
     c = model.loss(real_batch, 1.0, 1.0, 3, generator=torch.Generator().manual_seed(8))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["diffusion"], c["diffusion"])

@@ -87,7 +87,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sequence = args.sequence
     paths = run_predict(Path(args.model_dir), sequence, Path(args.out), samples=args.samples,
-                        steps=args.steps, seed=args.seed)
+                        steps=args.steps, seed=args.seed, refine_steps=args.refine_steps)
     for p in paths:
         print(p)
     return 0
@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--samples", type=int, default=1)
     pr.add_argument("--steps", type=int, default=200, help="sampler steps (AF3 uses 200)")
     pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--refine-steps", type=int, default=200,
+                    help="torsion-space refinement steps per sample (0: raw diffusion output)")
     pr.add_argument("--model-dir", default="models")
     return parser
 

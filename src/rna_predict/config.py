@@ -60,9 +60,12 @@ class ModelConfig:
     c_atom: int = 32
     c_atompair: int = 16
     c_token: int = 64
-    kmer: int = 3
-    torsion_layers: int = 2
+    kmer: int = 1
+    torsion_layers: int = 1
     torsion_heads: int = 4
+    torsion_dropout: float = 0.3
+    torsion_pairing: bool = True
+    torsion_cond_grad: float = 0.05
     pairformer_blocks: int = 2
     pairformer_heads: int = 4
     diffusion_blocks: int = 2
@@ -104,6 +107,7 @@ class TrainingConfig:
 class EvalConfig:
     samples: int = 5
     steps: int = 100
+    refine_steps: int = 200
     out_dir: str = "reports/eval"
     max_targets: int = -1
 

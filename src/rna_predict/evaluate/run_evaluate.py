@@ -77,8 +77,12 @@ def _summarise(values: list[dict[str, float]]) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_target(model: torch.nn.Module, batch: dict, rec: dict, table: np.ndarray,
-                    samples: int, steps: int, seed: int) -> dict[str, Any]:
-    """All metrics of one target; returns per-target row plus arrays for pooling."""
+                    samples: int, steps: int, seed: int, refine_steps: int = 0) -> dict[str, Any]:
+    """All metrics of one target; returns per-target row plus arrays for pooling.
+
+    Structures are the sampler's output refined with ``refine_steps`` steps
+    (:mod:`rna_predict.model.refine`; 0 scores the raw diffusion samples).
+    """
     seq = str(rec["sequence"])
     true_ang = rec["angles"].double().numpy()
     true_mask = rec["angle_mask"].numpy().astype(bool) & np.isfinite(true_ang)
@@ -92,7 +96,8 @@ def evaluate_target(model: torch.nn.Module, batch: dict, rec: dict, table: np.nd
 
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    xyz = model.sample(batch, steps=int(steps), n_samples=int(samples), generator=gen)
+    xyz = model.sample(batch, steps=int(steps), n_samples=int(samples), generator=gen,
+                       refine_steps=int(refine_steps))
     xyz = xyz[:, 0].double().cpu().numpy()  # [n, L, 23, 3]
     per_sample = [metrics.structure_metrics(x, coords, atom_mask) for x in xyz]
     aform = baselines.aform_structure(table, seq)
@@ -137,7 +142,7 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def aggregate(items: list[dict], samples: int, steps: int) -> dict[str, Any]:
+def aggregate(items: list[dict], samples: int, steps: int, refine_steps: int = 0) -> dict[str, Any]:
     """metrics.json content from the per-target results."""
     rows = [it["row"] for it in items]
     skeys = [f"{k}_{s}" for k in STRUCT_KEYS for s in ("best", "mean")]
@@ -147,6 +152,7 @@ def aggregate(items: list[dict], samples: int, steps: int) -> dict[str, Any]:
         model.setdefault(name, {})[stat] = v
     return _clean({
         "n_targets": len(items), "samples": int(samples), "steps": int(steps),
+        "refine_steps": int(refine_steps),
         "model": model,
         "baseline_mean_torsion": _pooled_angles(items, "base"),
         "baseline_aform": _mean_of(rows, "aform_", list(STRUCT_KEYS)),
@@ -234,7 +240,8 @@ def run_evaluate(cfg: Config) -> Path:
     if e.max_targets > 0:
         test_ids = test_ids[: e.max_targets]
     table = baselines.fit_from_split(cfg.angles.out_dir, read_split_ids(cfg.split.out_dir, "train"))
-    log.info("evaluate: %d test targets, %d samples x %d steps", len(test_ids), e.samples, e.steps)
+    log.info("evaluate: %d test targets, %d samples x %d steps, refined %d steps",
+             len(test_ids), e.samples, e.steps, e.refine_steps)
 
     dataset = RecordDataset(cfg.angles.out_dir, cfg.features.out_dir, test_ids, 0, cfg.seed)
     items, recs = [], []
@@ -243,13 +250,13 @@ def run_evaluate(cfg: Config) -> Path:
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v
                  for k, v in collate([dataset[i]]).items()}
         items.append(evaluate_target(model, batch, rec, table, e.samples, e.steps,
-                                     _seed_for(cfg.seed, rid)))
+                                     _seed_for(cfg.seed, rid), e.refine_steps))
         recs.append(rec)
         log.info("evaluate: %s L=%d TM(best)=%.3f lDDT(best)=%.3f MCQ=%.1f", rid,
                  items[-1]["row"]["length"], items[-1]["row"]["model_tm_c1_best"],
                  items[-1]["row"]["model_lddt_c1_best"], items[-1]["row"]["model_mcq"])
 
-    summary = aggregate(items, e.samples, e.steps)
+    summary = aggregate(items, e.samples, e.steps, e.refine_steps)
     metrics_path = out_dir / "metrics.json"
     write_json(metrics_path, summary)
     write_per_target([it["row"] for it in items], out_dir / "per_target.csv")

@@ -13,6 +13,12 @@ ARCHITECTURE.md section 5. Data flow of :meth:`RNAModel.trunk`:
 noised copies per trunk pass; :meth:`RNAModel.sample` runs the AF3 sampler (AF3 Alg 18).
 The trunk's outputs condition the diffusion module (and, through the NeRF reference
 conformer and the merger, the torsion encoder receives gradient from L_diffusion too).
+That conditioning path carries the torsion outputs through :func:`scale_gradient` with
+``ModelConfig.torsion_cond_grad`` (forward unchanged, backward multiplied): at full
+strength the diffusion loss, 10-100x larger than L_angle, drags the torsion head away from
+the measured torsions. After 20 epochs on the demo split the validation torsion MAE
+(whole records) is 19.8 deg at 1.0, 19.0 deg at 0.05 and 19.1 deg at 0 (per-nucleotide
+mean baseline 19.6 deg); AF3 likewise stops gradients from its heads into the trunk.
 """
 
 from __future__ import annotations
@@ -38,6 +44,13 @@ from rna_predict.model.ranking import torsion_consistency
 from rna_predict.model.sampler import sample_diffusion
 from rna_predict.model.torsion_encoder import N_TORSIONS, TorsionEncoder
 from rna_predict.train.losses import angle_loss, diffusion_loss
+
+
+def scale_gradient(x: Tensor, factor: float) -> Tensor:
+    """Identity in the forward pass; multiplies the gradient by ``factor`` in the backward."""
+    if factor == 1.0:
+        return x
+    return x * factor + x.detach() * (1.0 - factor)
 
 
 class Merger(nn.Module):
@@ -85,12 +98,14 @@ class RNAModel(nn.Module):
         s_inputs, z = self.embedder(batch)
         sincos, h_tor = self.torsion_encoder(batch)
         s, z = self.pairformer(s_inputs, z, mask)
+        g = self.cfg.torsion_cond_grad
+        sincos_c, h_tor_c = scale_gradient(sincos, g), scale_gradient(h_tor, g)
         nerf_coords = None
         if self.cfg.use_nerf_coords:
             from rna_predict.model.nerf import build_coords  # Stage C
 
-            nerf_coords = build_coords(sincos, batch["base_type"])
-        s_trunk, z_trunk = self.merger(s, z, h_tor, sincos, batch)
+            nerf_coords = build_coords(sincos_c, batch["base_type"])
+        s_trunk, z_trunk = self.merger(s, z, h_tor_c, sincos_c, batch)
         return {
             "sincos": sincos, "s": s, "z": z, "s_trunk": s_trunk, "z_trunk": z_trunk,
             "nerf_coords": nerf_coords, "s_inputs": s_inputs, "torsion_hidden": h_tor,
@@ -149,12 +164,15 @@ class RNAModel(nn.Module):
     # ----------------------------------------------------------------- sample
     @torch.no_grad()
     def sample(self, batch: dict[str, Tensor], steps: int, n_samples: int,
-               generator: torch.Generator | None = None, rank: bool = True) -> Tensor:
+               generator: torch.Generator | None = None, rank: bool = True,
+               refine_steps: int = 0) -> Tensor:
         """AF3 sampler (Alg 18): [n_samples, B, L, 23, 3] coordinates, 0 where no atom.
 
         With ``rank`` the samples of each batch element are ordered best first by
         :func:`rna_predict.model.ranking.torsion_consistency` (agreement with the Stage B
-        torsions; no ground truth), so sample 0 is the model's top-1 prediction.
+        torsions; no ground truth), so sample 0 is the model's top-1 prediction. With
+        ``refine_steps`` > 0 every sample is then refined onto ideal covalent geometry
+        (:func:`rna_predict.model.refine.refine_structure`).
         """
         was_training = self.training
         self.eval()
@@ -171,9 +189,26 @@ class RNAModel(nn.Module):
             if rank and n_samples > 1:
                 order = torsion_consistency(slots, out["sincos"], batch).argsort(dim=0)  # [n, B]
                 slots = torch.gather(slots, 0, order[..., None, None, None].expand_as(slots))
+            if refine_steps > 0:
+                slots = self._refine(slots, out["sincos"], batch, int(refine_steps))
             return slots
         finally:
             self.train(was_training)
 
+    @staticmethod
+    def _refine(slots: Tensor, sincos: Tensor, batch: dict[str, Tensor], steps: int) -> Tensor:
+        """Each sample's residues refined in torsion space; padding stays 0."""
+        from rna_predict.model.refine import refine_structure
 
-__all__ = ["Merger", "RNAModel"]
+        out = torch.zeros_like(slots)
+        for b in range(slots.shape[1]):
+            keep = batch["residue_mask"][b]
+            for k in range(slots.shape[0]):
+                out[k, b, keep] = refine_structure(
+                    slots[k, b, keep], sincos[b, keep], batch["base_type"][b, keep],
+                    batch["chain_index"][b, keep], steps=steps,
+                ).to(slots.dtype)
+        return out
+
+
+__all__ = ["Merger", "RNAModel", "scale_gradient"]

@@ -10,6 +10,13 @@ circle, giving ``(sin, cos)`` of alpha, beta, gamma, delta, epsilon, zeta, chi
 Positions enter as a learned per-head relative-position attention bias over the same
 chain-aware bins as AF3 Alg 3 (:func:`rna_predict.model.embedding.relpos_bins`), rather
 than BERT's absolute positions, so random crops see the same encoding as full chains.
+
+With ``ModelConfig.torsion_pairing`` the token embedding also receives a linear map of
+:func:`rna_predict.model.embedding.residue_features` (base one-hot and the Stage A
+pairing probability p_i = sum_j P_ij): whether a residue sits in a helix is what most
+separates A-form torsions from loop torsions. ``torsion_dropout`` applies inside the
+encoder only. On the 12 demo training structures a 1-mer, one-layer encoder with pairing
+input and dropout 0.3 is the configuration that does not overfit (benchmark in README).
 """
 
 from __future__ import annotations
@@ -20,7 +27,13 @@ from torch.nn import functional as F
 
 from rna_predict.config import ModelConfig
 from rna_predict.data.atom_layout import TORSIONS
-from rna_predict.model.embedding import N_BASES, kmer_tokens, relpos_bins
+from rna_predict.model.embedding import (
+    N_BASES,
+    N_RESIDUE_FEATURES,
+    kmer_tokens,
+    relpos_bins,
+    residue_features,
+)
 from rna_predict.model.primitives import attention
 
 N_TORSIONS = len(TORSIONS)
@@ -57,9 +70,10 @@ class TorsionEncoder(nn.Module):
         self.r_max = cfg.relpos_max
         self.h = cfg.torsion_heads
         self.embed = nn.Embedding((N_BASES + 1) ** cfg.kmer, c)
+        self.pairing = nn.Linear(N_RESIDUE_FEATURES, c) if cfg.torsion_pairing else None
         self.relpos = nn.Embedding(2 * cfg.relpos_max + 2, cfg.torsion_heads)
         self.layers = nn.ModuleList(
-            EncoderLayer(c, cfg.torsion_heads, cfg.dropout) for _ in range(cfg.torsion_layers)
+            EncoderLayer(c, cfg.torsion_heads, cfg.torsion_dropout) for _ in range(cfg.torsion_layers)
         )
         self.norm = nn.LayerNorm(c)
         self.head = nn.Linear(c, N_TORSIONS * 2)
@@ -68,6 +82,8 @@ class TorsionEncoder(nn.Module):
         mask = batch["residue_mask"]
         tokens = kmer_tokens(batch["base_type"], batch["chain_index"], mask, self.k)
         x = self.embed(tokens)
+        if self.pairing is not None:
+            x = x + self.pairing(residue_features(batch))
         d_res, _ = relpos_bins(batch["residue_index"], batch["chain_index"], self.r_max)
         bias = self.relpos(d_res).permute(0, 3, 1, 2)
         for layer in self.layers:

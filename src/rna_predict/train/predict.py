@@ -3,6 +3,7 @@
 :func:`run_predict` loads ``model.safetensors`` + ``model_config.json`` written by the
 train stage, builds the input batch from the sequence (Stage A base-pair probabilities
 are computed on the fly), draws ``samples`` structures with the diffusion sampler and
+refines each onto ideal covalent geometry (:mod:`rna_predict.model.refine`) and
 writes one PDB per sample: ``OUT.pdb`` for one sample, ``OUT_1.pdb``, ``OUT_2.pdb``, ...
 for several. Sequences may use T for U and lower case, and ``&`` between strands of a
 complex (chains A, B, ... in the PDB); anything else outside ACGU is an error that names
@@ -105,8 +106,12 @@ def output_paths(out: str | Path, samples: int) -> list[Path]:
 
 @torch.no_grad()
 def predict_structures(model: torch.nn.Module, sequence: str, samples: int, steps: int,
-                       seed: int, progress: bool = True) -> torch.Tensor:
-    """[samples, L, 23, 3] coordinates for ``sequence`` (normalised; ``&`` between strands)."""
+                       seed: int, progress: bool = True, refine_steps: int = 200) -> torch.Tensor:
+    """[samples, L, 23, 3] coordinates for ``sequence`` (normalised; ``&`` between strands).
+
+    Each diffusion sample is refined onto ideal covalent geometry with ``refine_steps``
+    steps (:mod:`rna_predict.model.refine`; 0 returns the raw diffusion samples).
+    """
     from rna_predict.train.dataset import batch_from_sequence
 
     device = next(model.parameters()).device
@@ -114,13 +119,14 @@ def predict_structures(model: torch.nn.Module, sequence: str, samples: int, step
     gen = torch.Generator(device=device).manual_seed(int(seed))
     out = []
     for _ in tqdm(range(samples), desc="predict", unit="sample", disable=not progress):
-        x = model.sample(batch, steps=int(steps), n_samples=1, generator=gen)  # [1, 1, L, 23, 3]
+        x = model.sample(batch, steps=int(steps), n_samples=1, generator=gen,
+                         refine_steps=int(refine_steps))  # [1, 1, L, 23, 3]
         out.append(x[0, 0].float().cpu())
     return torch.stack(out)
 
 
 def run_predict(model_dir: Path, sequence: str, out: Path, samples: int = 1, steps: int = 50,
-                seed: int = 0, device: str = "cpu") -> list[Path]:
+                seed: int = 0, device: str = "cpu", refine_steps: int = 200) -> list[Path]:
     """Predict ``samples`` structures of ``sequence`` and write them as PDB files.
 
     ``device`` ("cpu", "cuda", ...) runs the model there; CPU gives reproducible files.
@@ -135,7 +141,7 @@ def run_predict(model_dir: Path, sequence: str, out: Path, samples: int = 1, ste
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     model = load_model(model_dir, device=device)
-    coords = predict_structures(model, seq, samples, steps, seed)
+    coords = predict_structures(model, seq, samples, steps, seed, refine_steps=refine_steps)
     strands = seq.split("&")
     flat = "".join(strands)
     chains = [_CHAINS[i % len(_CHAINS)] for i, s in enumerate(strands) for _ in s]
