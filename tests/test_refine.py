@@ -9,7 +9,6 @@ structure.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from rna_predict.data.atom_layout import BB, SLOT_MASK, base_type_index

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,25 @@ def test_train_resumes_from_matching_checkpoint(demo_cfg, tmp_path, no_env_track
     # a changed config discards the stale checkpoint and trains afresh
     cfg.training.lr = 0.01
     assert sha256_file(run_train(cfg)) != first
+
+
+def test_source_digest_follows_code_not_bytecode(tmp_path):
+    """A checkpoint written by other code is never resumed: the source is in the hash."""
+    import shutil
+
+    import rna_predict.train.run_train as rt
+
+    pkg = tmp_path / "rna_predict"
+    shutil.copytree(Path(rt.__file__).resolve().parents[1], pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = rt.source_digest(pkg)
+    (pkg / "train" / "__pycache__").mkdir(exist_ok=True)
+    (pkg / "train" / "__pycache__" / "run_train.cpython-311.pyc").write_bytes(b"\0")
+    assert rt.source_digest(pkg) == before
+    loss = pkg / "train" / "losses.py"
+    loss.write_text(loss.read_text().replace("NUCLEOTIDE_ATOM_WEIGHT = 1.0 + 5.0",
+                                             "NUCLEOTIDE_ATOM_WEIGHT = 1.0 + 4.0"))
+    assert rt.source_digest(pkg) != before
 
 
 def test_tracking_uri_env_override_and_tags(monkeypatch):

@@ -9,6 +9,7 @@ residues (neighbours included) whether their closest atoms are at least 1.5 A ap
 from __future__ import annotations
 
 import warnings
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ def link_and_clash_stats(path: str | Path) -> dict[str, float]:
         u = mda.Universe(str(path))
     residues = u.residues
     links = []
-    for a, b in zip(residues[:-1], residues[1:]):
+    for a, b in pairwise(residues):
         if a.segid != b.segid or a.atoms.chainIDs[0] != b.atoms.chainIDs[0]:
             continue
         o3, p = a.atoms.select_atoms("name O3'"), b.atoms.select_atoms("name P")

@@ -10,8 +10,9 @@ Outputs (declared in dvc.yaml, byte-identical on a re-run with the same inputs):
 
 Lightning checkpoints go to ``training.checkpoint_dir`` (not a declared output). A run
 resumes from ``last.ckpt`` there when the hash of everything that shapes the result
-(seed, model, training settings, data files) matches ``config_hash.txt``; otherwise the
-stale checkpoint is discarded. Accelerator, devices, strategy and precision come from
+(seed, model, training settings, data files and the package's source code) matches
+``config_hash.txt``; otherwise the stale checkpoint is discarded, so a code change never
+resumes a run trained by older code. Accelerator, devices, strategy and precision come from
 the config, so ``training.accelerator=gpu training.devices=2 training.strategy=ddp``
 runs on a GPU box without code changes. MLflow (``tracking.py``) records params, per
 step losses, per epoch validation metrics and the metrics file as an artifact.
@@ -49,10 +50,22 @@ def read_split_ids(split_dir: str | Path, name: str) -> list[str]:
         return [row["id"] for row in csv.DictReader(fh) if row.get("id")]
 
 
+def source_digest(package_dir: str | Path) -> str:
+    """sha256 over the relative paths and contents of every ``*.py`` file under ``package_dir``."""
+    root = Path(package_dir)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(f"{path.relative_to(root).as_posix()}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def config_hash(cfg: Config, train_ids: list[str], val_ids: list[str]) -> str:
-    """sha256 over seed, model, result-shaping training fields and the input data files."""
+    """sha256 over seed, model, result-shaping training fields, the input data files and
+    the source of the ``rna_predict`` package (:func:`source_digest`)."""
     training = {k: v for k, v in asdict(cfg.training).items() if k not in _NOT_HASHED}
     h = hashlib.sha256()
+    h.update(source_digest(Path(__file__).resolve().parents[1]).encode())
     h.update(json.dumps({"seed": cfg.seed, "model": asdict(cfg.model), "training": training,
                          "train": train_ids, "val": val_ids}, sort_keys=True, default=str).encode())
     for rid in sorted(set(train_ids) | set(val_ids)):
@@ -218,4 +231,5 @@ def run_train(cfg: Config) -> Path:
     return target
 
 
-__all__ = ["config_hash", "fit", "read_split_ids", "run_train", "save_model", "write_reports"]
+__all__ = ["config_hash", "fit", "read_split_ids", "run_train", "save_model", "source_digest",
+           "write_reports"]
