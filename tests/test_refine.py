@@ -15,6 +15,7 @@ from rna_predict.data.atom_layout import BB, SLOT_MASK, base_type_index
 from rna_predict.data.structure import read_structure
 from rna_predict.data.torsions import compute_torsions
 from rna_predict.evaluate.metrics import rmsd
+from rna_predict.evaluate.validity import clash_free_fraction
 from rna_predict.model.nerf import build_from_angles
 from rna_predict.model.refine import clash_pairs, clash_penalty, refine_structure
 
@@ -43,13 +44,7 @@ def _links(x: torch.Tensor, chain: np.ndarray) -> np.ndarray:
 
 def _clash_free_fraction(x: torch.Tensor, sequence: str) -> float:
     mask = SLOT_MASK[base_type_index(sequence)]
-    pos = [x[i][torch.as_tensor(mask[i])].numpy() for i in range(len(sequence))]
-    ok = total = 0
-    for i in range(len(pos)):
-        for j in range(i + 1, len(pos)):
-            ok += np.linalg.norm(pos[i][:, None] - pos[j][None], axis=-1).min() >= 1.5
-            total += 1
-    return ok / total
+    return clash_free_fraction([x[i][torch.as_tensor(mask[i])].numpy() for i in range(len(sequence))])
 
 
 def _c1_rmsd(x: torch.Tensor, true: np.ndarray, present: np.ndarray) -> float:

@@ -19,6 +19,18 @@ LINK_TOLERANCE = 0.2
 CLASH_DISTANCE = 1.5
 
 
+def clash_free_fraction(positions: list[np.ndarray]) -> float:
+    """Fraction of residue pairs (neighbours included) whose closest atoms are at least
+    :data:`CLASH_DISTANCE` apart; ``positions`` holds one [n_atoms, 3] array per residue."""
+    pos = [np.asarray(p, dtype=np.float64) for p in positions]
+    ok = total = 0
+    for i in range(len(pos)):
+        for j in range(i + 1, len(pos)):
+            ok += int(np.linalg.norm(pos[i][:, None] - pos[j][None], axis=-1).min() >= CLASH_DISTANCE)
+            total += 1
+    return ok / max(total, 1)
+
+
 def link_and_clash_stats(path: str | Path) -> dict[str, float]:
     """``residues``, ``links``, ``links_ok_fraction``, ``link_median_A``,
     ``pairs_without_clash_fraction`` of the structure file ``path``."""
@@ -37,22 +49,14 @@ def link_and_clash_stats(path: str | Path) -> dict[str, float]:
         if len(o3) and len(p):
             links.append(float(np.linalg.norm(o3.positions[0] - p.positions[0])))
     link_arr = np.asarray(links)
-    pos = [r.atoms.positions.astype(np.float64) for r in residues]
-    n = len(pos)
-    ok = total = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            d = np.linalg.norm(pos[i][:, None] - pos[j][None], axis=-1).min()
-            ok += int(d >= CLASH_DISTANCE)
-            total += 1
     in_band = np.abs(link_arr - LINK_TARGET) <= LINK_TOLERANCE
     return {
-        "residues": float(n),
+        "residues": float(len(residues)),
         "links": float(len(link_arr)),
         "links_ok_fraction": float(in_band.mean()) if len(link_arr) else 0.0,
         "link_median_A": float(np.median(link_arr)) if len(link_arr) else float("nan"),
-        "pairs_without_clash_fraction": ok / max(total, 1),
+        "pairs_without_clash_fraction": clash_free_fraction([r.atoms.positions for r in residues]),
     }
 
 
-__all__ = ["CLASH_DISTANCE", "LINK_TARGET", "LINK_TOLERANCE", "link_and_clash_stats"]
+__all__ = ["CLASH_DISTANCE", "LINK_TARGET", "LINK_TOLERANCE", "clash_free_fraction", "link_and_clash_stats"]
