@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup repro test repro-check bench clean-venv
+.PHONY: setup repro test repro-check readme bench clean-venv exp exp-show mlflow-ui
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,20 @@ test: setup
 
 repro-check: setup
 	$(BIN)/python .ci/repro_check.py
+
+# regenerate the README's results tables from the tracked reports (after `make repro`)
+readme: setup
+	$(BIN)/python .ci/readme_tables.py
+
+# one DVC experiment with the venv's dvc and rna-predict: make exp ARGS="-S training.w_angle=0.2"
+exp: setup
+	$(BIN)/dvc exp run $(ARGS)
+
+exp-show: setup
+	$(BIN)/dvc exp show --only-changed $(ARGS)
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db $(ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_torsions.py

@@ -33,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from rna_predict.evaluate.validity import link_and_clash_stats
-    from rna_predict.train.predict import run_predict
+    from rna_predict.inference.predict import run_predict
 
     print(f"{'output':<9} {'sample':>6} {'nt':>4} {'O3-P in 1.6+/-0.2':>18} {'median O3-P':>12} "
           f"{'pairs >= 1.5 A':>15} {'s/sample':>9}")

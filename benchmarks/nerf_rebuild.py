@@ -11,8 +11,9 @@ Prints, over the demo structures (``rna_predict`` demo set, fetched into the cac
   pucker-dependent one, and the single-set angles of SCIENCE.md 3, "parkinson");
 - the time of one forward + backward pass.
 
-``--derive`` prints the demo-derived constants of ``rna_predict.model.geometry``
-(medians / circular means / mean base templates) so they can be checked or regenerated.
+``--derive`` prints the constants of ``rna_predict.model.geometry`` fitted on its
+``GEOMETRY_FIT_IDS`` (the demo training split; medians / circular means / mean base
+templates) so they can be checked or regenerated.
 
 Usage: python benchmarks/nerf_rebuild.py [--raw-dir DIR] [--derive]
 """
@@ -32,6 +33,7 @@ from rna_predict.data.atom_layout import BASE_ATOMS, BASES, N_BACKBONE, base_typ
 from rna_predict.data.structure import Structure, read_structure
 from rna_predict.data.torsions import compute_torsions
 from rna_predict.evaluate.metrics import rmsd
+from rna_predict.model.alignment import aligned_rmsd
 from rna_predict.model import geometry as G
 from rna_predict.model.nerf import build_coords, build_from_angles, geometry_from_coords
 
@@ -83,18 +85,10 @@ def rebuild(
 
 
 def batched_rmsd(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """RMSD of x onto y [S, N, 3] after weighted Kabsch (weights w [S, N] in {0, 1})."""
-    ws = w.sum(1, keepdims=True)
-    cx = (w[..., None] * x).sum(1) / ws
-    cy = (w[..., None] * y).sum(1) / ws
-    xc, yc = (x - cx[:, None]) * w[..., None], (y - cy[:, None]) * w[..., None]
-    u, _, vt = np.linalg.svd(np.einsum("sni,snj->sij", xc, yc))
-    d = np.sign(np.linalg.det(u @ vt))
-    vt = vt.copy()
-    vt[:, 2] *= np.where(d == 0, 1.0, d)[:, None]
-    rot = u @ vt  # xc @ rot ~ yc
-    diff = (np.einsum("sni,sij->snj", xc, rot) - yc) * w[..., None]
-    return np.sqrt((diff**2).sum((1, 2)) / ws[:, 0])
+    """RMSD of x onto y [S, N, 3] after Kabsch over the points with w [S, N] > 0
+    (the package's one Kabsch, :func:`rna_predict.model.alignment.aligned_rmsd`)."""
+    as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    return aligned_rmsd(as_t(x), as_t(y), torch.as_tensor(np.asarray(w) > 0)).numpy()
 
 
 def triplet_rmsds(pred: np.ndarray, st: Structure, slots: slice = slice(None)) -> np.ndarray:
@@ -115,6 +109,15 @@ def quantile_line(name: str, values: np.ndarray) -> str:
     """One line: n, quantiles and mean of ``values``."""
     qs = " ".join(f"q{int(q * 100):02d}={np.quantile(values, q):.3f}" for q in QUANTILES)
     return f"{name:<26} n={len(values):5d}  {qs}  mean={values.mean():.3f}"
+
+
+def fit_structures(structures: dict[str, tuple[Structure, np.ndarray]]) -> dict:
+    """The structures the constants are fitted on: ``geometry.GEOMETRY_FIT_IDS`` only
+    (the demo training split), so no validation or test target shapes Stage C."""
+    missing = sorted(set(G.GEOMETRY_FIT_IDS) - set(structures))
+    if missing:
+        raise SystemExit(f"nerf_rebuild: fit structures missing from the raw dir: {missing}")
+    return {sid: structures[sid] for sid in G.GEOMETRY_FIT_IDS}
 
 
 def derive_constants(structures: dict[str, tuple[Structure, np.ndarray]]) -> dict:
@@ -204,12 +207,14 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--raw-dir", default=None, help="directory of PDB/mmCIF files (default: demo set)")
-    parser.add_argument("--derive", action="store_true", help="print the demo-derived geometry constants")
+    parser.add_argument("--derive", action="store_true",
+                        help="print the geometry constants fitted on geometry.GEOMETRY_FIT_IDS "
+                             "(the demo training split)")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     structures = load_structures(args.raw_dir or demo_raw_dir())
     if args.derive:
-        print_constants(derive_constants(structures))
+        print_constants(derive_constants(fit_structures(structures)))
         return
     print("local RMSD (A) of residue triplets i-1..i+1, ideal geometry, own torsions, local Kabsch")
     for source in ("demo", "parkinson"):

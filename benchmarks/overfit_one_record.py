@@ -33,8 +33,9 @@ from rna_predict.config import ModelConfig
 from rna_predict.data.atom_layout import BB
 from rna_predict.model.ranking import torsion_consistency
 from rna_predict.model.rna_model import RNAModel
-from rna_predict.train.alignment import aligned_rmsd
-from rna_predict.train.dataset import RecordDataset, collate
+from rna_predict.train.losses import training_loss
+from rna_predict.model.alignment import aligned_rmsd
+from rna_predict.data.dataset import RecordDataset, collate
 
 C1 = BB["C1'"]
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     for step in range(1, args.steps + 1):
         opt.zero_grad(set_to_none=True)
-        out = model.loss(batch, args.w_angle, args.w_diffusion, args.noise_copies, generator=gen)
+        out = training_loss(model, batch, args.w_angle, args.w_diffusion, args.noise_copies, generator=gen)
         out["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -65,3 +65,71 @@ def test_repository_params_yaml_is_valid():
 
     cfg = load_config([], params=Path(__file__).resolve().parents[1] / "params.yaml")
     assert cfg.data.source == "demo" and cfg.angles.backend == "mdanalysis"
+
+
+def _help_sections(capsys, argv: list[str]) -> dict[str, str]:
+    """``rna-predict ... --help`` -> {"reads": ..., "params": ..., "writes": ...}."""
+    import re
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv + ["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    sections: dict[str, str] = {}
+    current = None
+    for line in out.splitlines():
+        m = re.match(r"^(reads|params|writes|also)\s*: (.*)$", line)
+        if m:
+            current = m.group(1)
+            sections[current] = m.group(2)
+        elif current and line.startswith("  ") and line.strip():
+            sections[current] += " " + line.strip()
+        else:
+            current = None
+    return sections
+
+
+def _stage_paths(entries) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+@pytest.mark.parametrize("stage", ["fetch", "angles", "features", "split", "train", "evaluate", "sweep"])
+def test_stage_help_says_what_it_reads_writes_and_takes(capsys, stage):
+    """Each stage's --help names every input, params section and output that dvc.yaml
+    declares for it (ARCHITECTURE.md section 3)."""
+    from pathlib import Path
+
+    import yaml
+
+    dvc = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())
+    decl = dvc["stages"][stage]
+    help_ = _help_sections(capsys, [stage])
+    assert {"reads", "params", "writes"} <= set(help_), help_
+    for dep in _stage_paths(decl.get("deps")):
+        if not dep.startswith("src/"):
+            assert dep in help_["reads"], (stage, dep, help_["reads"])
+    for section in _stage_paths(decl.get("params")):
+        assert section in help_["params"].replace(",", " ").split(), (stage, section)
+    for out in (_stage_paths(decl.get("outs")) + _stage_paths(decl.get("metrics"))
+                + _stage_paths(decl.get("plots"))):
+        parent, name = out.rsplit("/", 1)
+        assert out in help_["writes"] or (f"{parent}/" in help_["writes"] and name in help_["writes"]), \
+            (stage, out, help_["writes"])
+
+
+def test_train_help_matches_the_architecture_table(capsys):
+    help_ = _help_sections(capsys, ["train"])
+    for path in ("data/angles", "data/features", "data/splits"):
+        assert path in help_["reads"]
+    assert {"model", "training"} <= set(help_["params"].replace(",", " ").split())
+    for path in ("models/model.safetensors", "models/model_config.json", "reports/train/"):
+        assert path in help_["writes"]
+
+
+@pytest.mark.parametrize("command, reads, writes", [
+    (["torsions"], "FILE", "stdout"),
+    (["predict"], "model.safetensors", ".cif/.mmcif mmCIF"),
+])
+def test_user_command_help_says_what_it_reads_and_writes(capsys, command, reads, writes):
+    help_ = _help_sections(capsys, command)
+    assert reads in help_["reads"] and writes in help_["writes"] and "params" in help_

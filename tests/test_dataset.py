@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rna_predict.data.atom_layout import N_SLOTS, SLOT_MASK
-from rna_predict.train.dataset import RecordDataset, batch_from_sequence, collate
+from rna_predict.data.dataset import RecordDataset, batch_from_sequence, collate
 
 
 @pytest.fixture(scope="module")

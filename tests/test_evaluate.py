@@ -6,6 +6,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from rna_predict.evaluate.run_evaluate import topology_mask
@@ -31,7 +32,8 @@ def test_evaluate_writes_metrics_plots_structures(demo_cfg, tmp_path, monkeypatc
 
     from rna_predict.evaluate.run_evaluate import run_evaluate
     from rna_predict.model.rna_model import RNAModel
-    from rna_predict.train.run_train import read_split_ids, save_model
+    from rna_predict.data.split import read_split_ids
+    from rna_predict.train.run_train import save_model
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -55,6 +57,13 @@ def test_evaluate_writes_metrics_plots_structures(demo_cfg, tmp_path, monkeypatc
         assert set(summary[name]["angle_mae"]) == {
             "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "chi", "mean"}
         assert 0 <= summary[name]["mcq"] <= 180
+    comp = summary["comparisons"]
+    assert comp["n_bootstrap"] == cfg.eval.bootstrap_samples
+    assert {"angle_mae_mean/residue", "angle_mae_mean/target", "mcq/residue", "mcq/target"} <= \
+        set(comp["model_vs_mean_torsion"])
+    assert len(comp["model_vs_aform"]) == 10
+    assert summary["targets"] == {r: n for r, n in summary["targets"].items()} and len(summary["targets"]) == 2
+    assert "different residues" in summary["lddt_definition"]
     # the trained-split mean torsions are a real baseline: far better than chance (90 deg)
     assert summary["baseline_mean_torsion"]["angle_mae"]["mean"] < 40
 
@@ -81,3 +90,57 @@ def test_evaluate_writes_metrics_plots_structures(demo_cfg, tmp_path, monkeypatc
               ("metrics.json", "per_target.csv", "angle_mae.png", "lddt_per_target.png")}
     run_evaluate(cfg)
     assert {p: (out / p).read_bytes() for p in before} == before
+
+
+def _item(true: np.ndarray, pred: np.ndarray, base: np.ndarray, chain_index: np.ndarray, rid: str) -> dict:
+    from rna_predict.evaluate.run_evaluate import STRUCT_KEYS
+
+    row = {"id": rid, "length": len(true)}
+    for k in STRUCT_KEYS:
+        row.update({f"model_{k}_best": 0.5, f"model_{k}_mean": 0.4, f"aform_{k}": 0.3})
+    return {"row": row, "pred": pred, "base": base, "true": true,
+            "true_mask": np.isfinite(true), "topo": topology_mask(chain_index)}
+
+
+def test_model_and_baseline_share_the_mask():
+    """A baseline that is exact wherever the truth is defined scores MCQ 0, like the model:
+    chain-end torsions the topology lacks are no 180-degree penalty for either row."""
+    from rna_predict.evaluate.run_evaluate import aggregate
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i, n in enumerate((12, 9)):
+        ci = np.zeros(n, dtype=int)
+        true = rng.uniform(-np.pi, np.pi, size=(n, 7))
+        true[0, 0] = np.nan  # no alpha at the chain start
+        true[-1, 4:6] = np.nan  # no epsilon/zeta at the end
+        filled = np.where(np.isfinite(true), true, 1.0)  # predictions are defined everywhere
+        items.append(_item(true, filled, filled.copy(), ci, f"T{i}"))
+    summary = aggregate(items, samples=1, steps=1, n_boot=200, seed=0)
+    assert summary["model"]["mcq"] == 0.0
+    assert summary["baseline_mean_torsion"]["mcq"] == 0.0
+    c = summary["comparisons"]["model_vs_mean_torsion"]["mcq/residue"]
+    assert c["difference"] == 0.0 and c["n_units"] == 21
+    assert summary["comparisons"]["model_vs_mean_torsion"]["mcq/target"]["n_units"] == 2
+
+
+def test_every_model_vs_baseline_difference_has_an_interval():
+    from rna_predict.evaluate.run_evaluate import STRUCT_KEYS, aggregate
+
+    rng = np.random.default_rng(1)
+    items = []
+    for i in range(3):
+        true = rng.uniform(-np.pi, np.pi, size=(10, 7))
+        items.append(_item(true, true + 0.1, true + 0.3, np.zeros(10, dtype=int), f"T{i}"))
+    comp = aggregate(items, samples=1, steps=1, n_boot=500, seed=0)["comparisons"]
+    tors = comp["model_vs_mean_torsion"]
+    for key in ("angle_mae_mean/residue", "angle_mae_mean/target", "mcq/residue", "mcq/target",
+                "angle_mae_chi/residue"):
+        lo, hi = tors[key]["ci95"]
+        assert lo <= tors[key]["difference"] <= hi and isinstance(tors[key]["excludes_zero"], bool)
+    assert tors["angle_mae_mean/residue"]["difference"] == pytest.approx(-np.degrees(0.2), abs=1e-4)
+    assert tors["angle_mae_mean/residue"]["excludes_zero"]
+    for k in STRUCT_KEYS:
+        for stat, diff in (("best", 0.2), ("mean", 0.1)):
+            c = comp["model_vs_aform"][f"{k}_{stat}/target"]
+            assert c["difference"] == pytest.approx(diff) and c["ci95"] == pytest.approx([diff, diff])

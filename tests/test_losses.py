@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rna_predict.model.preconditioning import random_rotation
-from rna_predict.train.alignment import (
+from rna_predict.model.alignment import (
     aligned_rmsd,
     apply_transform,
     weighted_kabsch,

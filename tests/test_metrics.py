@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import time
+import tracemalloc
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
 from rna_predict.evaluate import metrics as m
+from rna_predict.model.alignment import weighted_kabsch
+
+#: US-align reference scores (README.md there), the repository's sibling ``../shared``
+USALIGN_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "usalign"
 
 
 def _rotation(seed: int) -> np.ndarray:
@@ -82,6 +92,31 @@ def test_rmsd_known_value_and_mask():
     assert m.rmsd(x, y2, mask=[True, True, True, False]) == pytest.approx(0.0, abs=1e-8)
 
 
+def test_kabsch_is_the_torch_weighted_kabsch(monkeypatch):
+    """One Kabsch in the package: metrics.kabsch/rmsd/tm_score go through weighted_kabsch."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(20, 3)) * 5
+    y = x @ _rotation(13).T + 2.0 + rng.normal(scale=0.3, size=x.shape)
+    w = rng.uniform(size=20)
+    rot, t = m.kabsch(x, y, w)
+    rot_t, t_t = weighted_kabsch(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w))
+    np.testing.assert_allclose(rot, rot_t.numpy(), atol=1e-12)
+    np.testing.assert_allclose(t, t_t.numpy(), atol=1e-12)
+    assert np.linalg.det(rot) == pytest.approx(1.0)
+    assert not hasattr(m, "_batched_kabsch")
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[2].shape)
+        return weighted_kabsch(*args, **kwargs)
+
+    monkeypatch.setattr(m, "weighted_kabsch", counting)
+    m.rmsd(x, y)
+    assert len(calls) == 1
+    m.tm_score(x, y)
+    assert len(calls) > 1 and any(len(shape) == 2 and shape[0] > 1 for shape in calls[1:])
+
+
 def test_tm_d0_rna():
     assert m.tm_d0_rna(76) == pytest.approx(2.71, abs=0.005)
     assert [m.tm_d0_rna(n) for n in (5, 11, 12, 15, 16, 19, 20, 23, 24, 29)] == [
@@ -122,6 +157,55 @@ def test_tm_score_normalised_by_reference_present():
     assert m.tm_score(x, x, mask) == pytest.approx(1.0)
 
 
+def _read_c1(path: Path) -> np.ndarray:
+    """C1' coordinates [N, 3] of a PDB file, in file order (fixed PDB columns)."""
+    rows = [
+        (float(line[30:38]), float(line[38:46]), float(line[46:54]))
+        for line in path.read_text().splitlines()
+        if line.startswith(("ATOM  ", "HETATM")) and line[12:16].strip() == "C1'"
+    ]
+    return np.array(rows, dtype=np.float64)
+
+
+def test_tm_score_matches_usalign_fixture():
+    """Every pair of the US-align fixture: ours vs ``USalign -TMscore 1 -mol RNA`` (the
+    sequence-dependent TM-score normalised by the native) within 0.01."""
+    pairs = json.loads((USALIGN_DIR / "usalign_scores.json").read_text())["pairs"]
+    assert len(pairs) == 28
+    start = time.perf_counter()
+    diff = {}
+    for pair in pairs:
+        model = _read_c1(USALIGN_DIR / pair["model"])
+        native = _read_c1(USALIGN_DIR / pair["native"])
+        assert len(model) == len(native) == pair["n_residues"]
+        ours = m.tm_score(model, native)
+        diff[pair["model"]] = ours - pair["sequence_dependent"]["tm_norm_native"]
+    elapsed = time.perf_counter() - start
+    worst = max(diff, key=lambda k: abs(diff[k]))
+    mean_abs = float(np.mean(np.abs(list(diff.values()))))
+    print(f"TM-score vs US-align over {len(diff)} pairs: worst {worst} {diff[worst]:+.5f}, "
+          f"mean |diff| {mean_abs:.5f}, {elapsed:.2f} s")
+    assert abs(diff[worst]) <= 0.01, f"{worst}: off by {diff[worst]:+.4f}"
+    assert mean_abs <= 1e-3  # US-align prints 4 decimals; the search is the same
+    assert elapsed < 10.0
+
+
+def test_tm_score_fixture_search_matters():
+    """The fixture discriminates: one superposition on all residues misses US-align's score
+    on the hinge pairs, so agreement above is the search's doing."""
+    pairs = json.loads((USALIGN_DIR / "usalign_scores.json").read_text())["pairs"]
+    gaps = []
+    for pair in pairs:
+        if "hinge40" not in pair["model"]:
+            continue
+        x, y = _read_c1(USALIGN_DIR / pair["model"]), _read_c1(USALIGN_DIR / pair["native"])
+        rot, t = m.kabsch(x, y)
+        d = np.linalg.norm(x @ rot.T + t - y, axis=1)
+        one_shot = np.mean(1.0 / (1.0 + (d / m.tm_d0_rna(len(y))) ** 2))
+        gaps.append(pair["sequence_dependent"]["tm_norm_native"] - one_shot)
+    assert max(gaps) > 0.05
+
+
 def test_lddt_identical_and_perturbed():
     x = _helix(50)
     assert m.lddt(x, x) == pytest.approx(1.0)
@@ -159,3 +243,102 @@ def test_structure_metrics_on_layout():
     assert out["tm_c1"] == pytest.approx(1.0)
     assert out["lddt_c1"] == pytest.approx(1.0)
     assert out["lddt_all"] == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------- lDDT
+def _line(xs: list[float]) -> np.ndarray:
+    return np.stack([np.asarray(xs, dtype=np.float64), np.zeros(len(xs)), np.zeros(len(xs))], axis=1)
+
+
+def test_lddt_hand_computed_per_atom_average():
+    """3 residues x 2 atoms on a line. Truth: a0 0, a1 1 | b0 5, b1 6 | c0 10, c1 11.
+    Prediction: b1 at 7.2, c1 at 13.5 (the rest unchanged); R0 = 10.5 A.
+
+    Inter-residue pairs with d_true < 10.5 (d_true -> d_pred, error, score = fraction of
+    the thresholds 0.5/1/2/4 that the error is below):
+      a0-b0 5->5 0 1;  a0-b1 6->7.2 1.2 .5;  a0-c0 10->10 0 1;  (a0-c1 11: out)
+      a1-b0 4->4 0 1;  a1-b1 5->6.2 1.2 .5;  a1-c0 9->9 0 1;  a1-c1 10->12.5 2.5 .25
+      b0-c0 5->5 0 1;  b0-c1 6->8.5 2.5 .25; b1-c0 4->2.8 1.2 .5;  b1-c1 5->6.3 1.3 .5
+    (c0-c1 goes 1 -> 3.5 but is intra-residue: not scored.)
+    Per atom: a0 (1+.5+1)/3 = 5/6; a1 (1+.5+1+.25)/4 = 11/16; b0 (1+1+1+.25)/4 = 13/16;
+    b1 (.5+.5+.5+.5)/4 = 1/2; c0 (1+1+1+.5)/4 = 7/8; c1 (.25+.25+.5)/3 = 1/3.
+    lDDT = mean = (5/6 + 11/16 + 13/16 + 1/2 + 7/8 + 1/3) / 6 = 97/144 = 0.67361.
+    (Pooling the 11 pairs instead would give 7.5/11 = 0.68182.)
+    """
+    true = _line([0, 1, 5, 6, 10, 11])
+    pred = _line([0, 1, 5, 7.2, 10, 13.5])
+    res = [0, 0, 1, 1, 2, 2]
+    assert m.lddt(pred, true, cutoff=10.5, residue_index=res) == pytest.approx(97 / 144)
+    # as [L, atoms, 3] with the row as residue, as structure_metrics passes it
+    assert m.lddt(pred.reshape(3, 2, 3), true.reshape(3, 2, 3), cutoff=10.5,
+                  residue_index=np.repeat(np.arange(3), 2).reshape(3, 2)) == pytest.approx(97 / 144)
+    # the masked-out atom takes its pairs with it: without c1, per atom
+    # a0 5/6, a1 (1+.5+1)/3 = 5/6, b0 1, b1 .5, c0 7/8 -> (5/6+5/6+1+1/2+7/8)/5
+    mask = np.array([True, True, True, True, True, False])
+    assert m.lddt(pred, true, mask, cutoff=10.5, residue_index=res) == pytest.approx(
+        (5 / 6 + 5 / 6 + 1 + 1 / 2 + 7 / 8) / 5)
+
+
+def test_lddt_intra_residue_pairs_do_not_count():
+    """Every other atom lies in the plane z = 0; reflecting atom 0 through that plane keeps
+    all its distances to them and changes only the distance to atom 1 of its own residue."""
+    rng = np.random.default_rng(14)
+    plane = np.concatenate([rng.uniform(-8, 8, size=(12, 2)), np.zeros((12, 1))], axis=1)
+    true = np.concatenate([[[0.5, 0.2, 1.0], [0.5, 0.2, 3.0]], plane])
+    pred = true.copy()
+    pred[0, 2] = -1.0  # |a0 - a1|: 2 A -> 4 A
+    res = np.concatenate([[0, 0], np.arange(1, 13)])
+    assert m.lddt(pred, true, residue_index=res) == pytest.approx(1.0)
+    assert m.lddt(pred, true) < 1.0  # each point its own residue: the pair counts
+
+
+def test_lddt_inclusion_radius():
+    # 3 points on a line, truth 0 / 10 / 29, prediction 0 / 10 / 35. Default R0 = 30 A:
+    # 0-1 10 -> 10 (score 1); 0-2 29 -> 35 (error 6, score 0, 29 < 30 so scored);
+    # 1-2 19 -> 25 (error 6, score 0). Atoms: (1 + 0)/2, (1 + 0)/2, (0 + 0)/2.
+    true = _line([0, 10, 29])
+    pred = _line([0, 10, 35])
+    assert m.lddt(pred, true) == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    # R0 = 15 A (Mariani et al. 2013): only 0-1 is in range and perfect; atom 2 has no
+    # pair and is left out
+    assert m.lddt(pred, true, cutoff=15.0) == pytest.approx(1.0)
+    # truth 0 / 10 / 31: 0-2 (31 A) is out of R0 = 30 A whatever the prediction does;
+    # with 2 at 90: atom 0 has 0-1 only (1), atom 1 (1 + 0)/2, atom 2 has 1-2 only (0)
+    far = _line([0, 10, 31])
+    far_pred = _line([0, 10, 90])
+    assert m.lddt(far_pred, far) == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert np.isnan(m.lddt(_line([0, 40]), _line([0, 40])))  # no pair at all
+
+
+def test_structure_metrics_all_atom_lddt_is_inter_residue():
+    rng = np.random.default_rng(15)
+    true = rng.normal(scale=8.0, size=(12, 23, 3))
+    mask = np.ones((12, 23), dtype=bool)
+    pred = true + rng.normal(scale=0.8, size=true.shape)
+    out = m.structure_metrics(pred, true, mask)
+    rows = np.repeat(np.arange(12), 23).reshape(12, 23)
+    assert out["lddt_all"] == pytest.approx(m.lddt(pred, true, mask, residue_index=rows))
+    assert out["lddt_all"] != pytest.approx(m.lddt(pred, true, mask))
+
+
+def test_lddt_large_input_is_chunked():
+    """8000 points: a dense [N, N] float64 matrix would be 512 MB; the blocks stay small."""
+    rng = np.random.default_rng(16)
+    n = 8000
+    true = rng.uniform(0, 60, size=(n, 3))
+    pred = true + rng.normal(scale=0.7, size=true.shape)
+    res = np.arange(n) // 20
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        val = m.lddt(pred, true, residue_index=res)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    elapsed = time.perf_counter() - start
+    assert 0.5 < val < 1.0
+    assert peak < 200e6, f"peak {peak / 1e6:.0f} MB"
+    assert elapsed < 30.0
+    small = slice(0, 600)
+    assert m.lddt(pred[small], true[small], residue_index=res[small], chunk=7) == pytest.approx(
+        m.lddt(pred[small], true[small], residue_index=res[small], chunk=10_000))

@@ -18,7 +18,8 @@ from rna_predict.model.atom_attention import (
 )
 from rna_predict.model.embedding import kmer_tokens, relpos_bins
 from rna_predict.model.rna_model import RNAModel
-from rna_predict.train.dataset import collate
+from rna_predict.train.losses import training_loss
+from rna_predict.data.dataset import collate
 
 SMALL = ModelConfig(c_s=16, c_z=8, c_atom=8, c_atompair=8, c_token=16, torsion_heads=2,
                     pairformer_heads=2, diffusion_heads=2, atom_heads=2, relpos_max=8)
@@ -156,7 +157,7 @@ def test_loss_runs_with_and_without_nerf(use_nerf):
     cfg = ModelConfig(**{**SMALL.__dict__, "use_nerf_coords": use_nerf})
     model = RNAModel(cfg)
     batch = collate([synthetic_example("ACGUAGCUUA", [0] * 10, 8)])
-    out = model.loss(batch, 1.0, 1.0, 2, generator=torch.Generator().manual_seed(0))
+    out = training_loss(model, batch, 1.0, 1.0, 2, generator=torch.Generator().manual_seed(0))
     assert set(out) >= {"total", "angle", "diffusion", "mse", "lddt"}
     assert all(torch.isfinite(v) and v.dim() == 0 for v in out.values())
     out["total"].backward()

@@ -7,7 +7,8 @@ import torch
 
 from rna_predict.config import ModelConfig
 from rna_predict.model.rna_model import RNAModel
-from rna_predict.train.dataset import RecordDataset, collate
+from rna_predict.train.losses import training_loss
+from rna_predict.data.dataset import RecordDataset, collate
 
 GROUPS = ("torsion_encoder", "pairformer", "merger", "diffusion")
 
@@ -32,7 +33,7 @@ def test_one_step_every_group_gets_gradient_and_moves(real_batch):
     model = fresh_model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    out = model.loss(real_batch, 1.0, 1.0, 2, generator=torch.Generator().manual_seed(0))
+    out = training_loss(model, real_batch, 1.0, 1.0, 2, generator=torch.Generator().manual_seed(0))
     assert all(torch.isfinite(v) for v in out.values())
     assert out["total"].item() == pytest.approx(out["angle"].item() + out["diffusion"].item(), rel=1e-6)
     out["total"].backward()
@@ -49,7 +50,7 @@ def test_one_step_every_group_gets_gradient_and_moves(real_batch):
 
 def test_torsion_encoder_learns_from_diffusion_alone(real_batch):
     model = fresh_model()
-    out = model.loss(real_batch, 0.0, 1.0, 2, generator=torch.Generator().manual_seed(0))
+    out = training_loss(model, real_batch, 0.0, 1.0, 2, generator=torch.Generator().manual_seed(0))
     out["total"].backward()
     assert out["angle"].item() > 0  # still reported, unweighted
     for name in GROUPS:
@@ -58,7 +59,7 @@ def test_torsion_encoder_learns_from_diffusion_alone(real_batch):
 
 def test_no_diffusion_gradient_when_its_weight_is_zero(real_batch):
     model = fresh_model()
-    out = model.loss(real_batch, 1.0, 0.0, 2, generator=torch.Generator().manual_seed(0))
+    out = training_loss(model, real_batch, 1.0, 0.0, 2, generator=torch.Generator().manual_seed(0))
     assert out["diffusion"].item() > 0  # still reported, unweighted
     out["total"].backward()
     assert group_grad(model, "diffusion") == 0.0
@@ -70,10 +71,10 @@ def test_loss_is_deterministic_given_a_generator(real_batch):
     # the diffusion noise comes from the generator; dropout (torsion encoder) from the
     # global RNG, which Lightning seeds: fix both
     torch.manual_seed(0)
-    a = model.loss(real_batch, 1.0, 1.0, 3, generator=torch.Generator().manual_seed(7))
+    a = training_loss(model, real_batch, 1.0, 1.0, 3, generator=torch.Generator().manual_seed(7))
     torch.manual_seed(0)
-    b = model.loss(real_batch, 1.0, 1.0, 3, generator=torch.Generator().manual_seed(7))
+    b = training_loss(model, real_batch, 1.0, 1.0, 3, generator=torch.Generator().manual_seed(7))
     torch.manual_seed(0)
-    c = model.loss(real_batch, 1.0, 1.0, 3, generator=torch.Generator().manual_seed(8))
+    c = training_loss(model, real_batch, 1.0, 1.0, 3, generator=torch.Generator().manual_seed(8))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["diffusion"], c["diffusion"])

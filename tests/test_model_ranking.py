@@ -11,7 +11,7 @@ from rna_predict.model.ranking import (
     torsion_consistency,
     torsions_from_coords,
 )
-from rna_predict.train.dataset import RecordDataset, collate
+from rna_predict.data.dataset import RecordDataset, collate
 
 
 def test_dihedral_values():

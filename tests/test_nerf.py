@@ -28,7 +28,7 @@ from rna_predict.data.structure import Structure
 from rna_predict.data.torsions import compute_torsions
 from rna_predict.evaluate.metrics import rmsd
 from rna_predict.model import geometry as G
-from rna_predict.model.geometry import _angle, _dihedral
+from rna_predict.model.geometry import _angle, dihedral
 from rna_predict.model.nerf import (
     IDEAL_A_FORM,
     _compose,
@@ -79,7 +79,7 @@ def test_place_atom_internal_coordinates():
     d = place_atom(a, b, c, bond, torch.cos(th), torch.sin(th), torch.cos(chi), torch.sin(chi))
     torch.testing.assert_close((d - c).norm(dim=-1), bond)
     torch.testing.assert_close(_angle(b, c, d), th)
-    torch.testing.assert_close(_dihedral(a, b, c, d), chi)  # IUPAC sign convention
+    torch.testing.assert_close(dihedral(a, b, c, d), chi)  # IUPAC sign convention
 
 
 def test_frame_transform_equals_formula():
@@ -269,9 +269,21 @@ def test_ideal_geometry_triplets_demo_set(demo, bench):
     assert np.median(aa) < 0.35, np.median(aa)  # measured 0.295
 
 
-def test_constants_match_demo_derivation(demo, bench):
-    """The demo-derived constants in geometry.py are what the derivation gives."""
-    const = bench.derive_constants(demo)
+def test_geometry_fitted_on_training_split_only(demo_records):
+    """No leakage: the structures Stage C's geometry is fitted on are exactly the training
+    split the pipeline's split stage makes, and none is a validation or test target."""
+    from rna_predict.data.split import read_split_ids
+
+    splits = {name: read_split_ids(demo_records / "splits", name) for name in ("train", "val", "test")}
+    assert sorted(G.GEOMETRY_FIT_IDS) == sorted(splits["train"])
+    assert not set(G.GEOMETRY_FIT_IDS) & (set(splits["val"]) | set(splits["test"]))
+    assert G.GEOMETRY_SOURCE["fit_ids"] == list(G.GEOMETRY_FIT_IDS)
+
+
+def test_constants_match_training_split_derivation(demo, bench):
+    """The constants in geometry.py are what the derivation on GEOMETRY_FIT_IDS gives."""
+    const = bench.derive_constants(bench.fit_structures(demo))
+    assert const["counts"]["structures"] == len(G.GEOMETRY_FIT_IDS)
     for key, names, table in (
         ("_ANGLES", G.ANGLE_NAMES, G.IDEAL_ANGLE_TABLE),
         ("_DIHEDRALS", G.DIHEDRAL_NAMES, G.IDEAL_DIHEDRAL_TABLE),

@@ -59,3 +59,86 @@ def test_sweep_reproduces_and_nests_trials_in_mlflow(demo_cfg, tmp_path, monkeyp
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert len(children) == 3
         assert all("w_angle" in c.data.params for c in children)
+
+
+# --- study key: a changed dataset or code never reloads old trials (unit level, no trials run)
+
+def _key_fixture(tmp_path):
+    """A Config over tiny split/record files under tmp_path and a copy of the package."""
+    import shutil
+    from pathlib import Path
+
+    from rna_predict.config import AnglesConfig, Config, FeaturesConfig, SplitConfig
+    from rna_predict.sweep.run_sweep import PACKAGE_DIR
+
+    splits = {"train": ["1AAA", "2BBB"], "val": ["3CCC"], "test": ["4DDD"]}
+    for folder in ("splits", "angles", "features"):
+        (tmp_path / folder).mkdir()
+    for name, ids in splits.items():
+        (tmp_path / "splits" / f"{name}.csv").write_text("id\n" + "".join(f"{i}\n" for i in ids))
+        for rid in ids:
+            (tmp_path / "angles" / f"{rid}.pt").write_bytes(f"angles {rid}".encode())
+            (tmp_path / "features" / f"{rid}.pt").write_bytes(f"features {rid}".encode())
+    pkg = tmp_path / "src" / "rna_predict"
+    shutil.copytree(PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    cfg = Config(split=SplitConfig(out_dir=str(tmp_path / "splits")),
+                 angles=AnglesConfig(out_dir=str(tmp_path / "angles")),
+                 features=FeaturesConfig(out_dir=str(tmp_path / "features")))
+    return cfg, Path(pkg)
+
+
+def test_study_key_follows_data_and_code(tmp_path):
+    from rna_predict.sweep.run_sweep import study_key
+
+    cfg, pkg = _key_fixture(tmp_path)
+    key = study_key(cfg, pkg)
+    assert study_key(cfg, pkg) == key
+
+    def changed(path, data: bytes) -> bool:
+        """Does the key differ with ``path`` holding ``data``? (the file is restored after)"""
+        old = path.read_bytes()
+        path.write_bytes(data)
+        try:
+            return study_key(cfg, pkg) != key
+        finally:
+            path.write_bytes(old)
+
+    # data the trials read: train/val records, the split files
+    assert changed(tmp_path / "angles" / "1AAA.pt", b"other angles")
+    assert changed(tmp_path / "features" / "3CCC.pt", b"other features")
+    assert changed(tmp_path / "splits" / "val.csv", b"id\n3CCC\n2BBB\n")
+    assert changed(tmp_path / "splits" / "test.csv", b"id\n4DDD\n9ZZZ\n")
+    # code in the sweep's import closure (a lazy import of train/evaluate/model modules)
+    assert changed(pkg / "model" / "alignment.py", (pkg / "model" / "alignment.py").read_bytes() + b"# x\n")
+    assert changed(pkg / "train" / "run_train.py", (pkg / "train" / "run_train.py").read_bytes() + b"# x\n")
+    assert changed(pkg / "sweep" / "objective.py", (pkg / "sweep" / "objective.py").read_bytes() + b"# x\n")
+    # not read by trials: a test-only record, code outside the closure, byte-code caches
+    assert not changed(tmp_path / "angles" / "4DDD.pt", b"other test record")
+    assert not changed(pkg / "data" / "fetch.py", (pkg / "data" / "fetch.py").read_bytes() + b"# x\n")
+    assert not changed(pkg / "cli.py", (pkg / "cli.py").read_bytes() + b"# x\n")
+    assert study_key(cfg, pkg) == key  # every file restored: the same study again
+    (pkg / "model" / "__pycache__").mkdir(exist_ok=True)
+    (pkg / "model" / "__pycache__" / "alignment.cpython-312.pyc").write_bytes(b"junk")
+    assert study_key(cfg, pkg) == key
+    # parameters still count; output paths and storage do not
+    cfg.training.w_angle = 0.5
+    assert study_key(cfg, pkg) != key
+    cfg.training.w_angle = 1.0
+    cfg.sweep.storage = "sqlite:///elsewhere.db"
+    cfg.sweep.out_dir = str(tmp_path / "elsewhere")
+    assert study_key(cfg, pkg) == key
+
+
+def test_study_key_code_files_are_the_sweep_import_closure():
+    """run_sweep's runtime closure equals the one the dvc.yaml deps test derives."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from import_graph import REPO, closure_files, module_closure
+
+    from rna_predict.sweep.run_sweep import ENTRY, PACKAGE_DIR, code_files
+
+    expected = [f for f in closure_files(module_closure([ENTRY])) if f.endswith(".py")]
+    assert [p.relative_to(REPO).as_posix() for p in code_files()] == expected
+    assert PACKAGE_DIR == REPO / "src" / "rna_predict"

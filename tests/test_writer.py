@@ -159,3 +159,40 @@ def test_nerf_output_round_trip(tmp_path):
     assert back.sequence == seq and back.linked_prev[1:].all()
     np.testing.assert_array_equal(back.atom_mask, mask)
     np.testing.assert_allclose(back.coords[mask], x[mask], atol=1e-3)
+
+
+@pytest.mark.parametrize("name, fmt", [("a.pdb", "pdb"), ("a.ent", "pdb"), ("A.PDB", "pdb"),
+                                       ("a.cif", "mmcif"), ("a.mmcif", "mmcif"), ("A.CIF", "mmcif")])
+def test_write_structure_picks_the_format_by_suffix(tmp_path, name, fmt):
+    import gemmi
+
+    from rna_predict.data.writer import structure_format
+
+    seq = "GACU"
+    coords = np.random.default_rng(1).normal(size=(4, 23, 3)) * 5
+    mask = SLOT_MASK[base_type_index(seq)]
+    assert structure_format(name) == fmt
+    path = write_structure(tmp_path / name, seq, coords, mask)
+    text = path.read_text()
+    if fmt == "mmcif":
+        block = gemmi.cif.read(str(path)).sole_block()
+        assert len(block.find_values("_atom_site.Cartn_x")) == mask.sum()
+    else:
+        assert not text.startswith("data_") and text.splitlines()[0].startswith("ATOM")
+        with pytest.raises(Exception):
+            gemmi.cif.read(str(path))
+    assert gemmi.read_structure(str(path))[0].count_atom_sites() == mask.sum()
+
+
+@pytest.mark.parametrize("name", ["a.txt", "a.cif.gz", "a", "a.pdbx"])
+def test_write_structure_rejects_unknown_suffix(tmp_path, name):
+    from rna_predict.data.writer import structure_format
+
+    seq = "GA"
+    coords = np.zeros((2, 23, 3))
+    mask = SLOT_MASK[base_type_index(seq)]
+    with pytest.raises(ValueError, match=r"\.pdb, \.ent, \.cif, \.mmcif"):
+        structure_format(name)
+    with pytest.raises(ValueError, match="structure format"):
+        write_structure(tmp_path / name, seq, coords, mask)
+    assert list(tmp_path.iterdir()) == []

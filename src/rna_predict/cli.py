@@ -17,6 +17,104 @@ log = logging.getLogger("rna_predict")
 
 STAGES = ("fetch", "angles", "features", "split", "train", "evaluate", "sweep")
 
+#: What each stage reads, which params.yaml sections it takes and what it writes
+#: (ARCHITECTURE.md section 3, dvc.yaml). Paths are the defaults of params.yaml; the
+#: ``*.out_dir`` / ``*_dir`` keys move them. Shown by ``rna-predict <stage> --help``.
+STAGE_HELP: dict[str, dict[str, str]] = {
+    "fetch": {
+        "summary": "download or collect the raw RNA structures (data.source: demo | local | rcsb)",
+        "reads": "nothing from the pipeline; the source named by data.source: demo = the\n"
+                 "pinned rna-tools wheel (pip, sha256-checked, cached in $RNA_PREDICT_CACHE),\n"
+                 "local = files in data.local_dir, rcsb = data.pdb_ids from data.rcsb_url",
+        "params": "data",
+        "writes": "data/raw/<ID>.pdb|.cif, data/raw/index.csv, data/raw/fetch_report.json",
+    },
+    "angles": {
+        "summary": "parse structures into records: canonical atoms, torsions, chain breaks",
+        "reads": "data/raw/ (index.csv and the structures it lists)",
+        "params": "angles",
+        "writes": "data/angles/<ID>.pt, data/angles/manifest.json",
+    },
+    "features": {
+        "summary": "Stage A: ViennaRNA base-pair probabilities per record",
+        "reads": "data/angles/",
+        "params": "features",
+        "writes": "data/features/<ID>.pt, data/features/manifest.json",
+    },
+    "split": {
+        "summary": "train/val/test split by sequence-identity clusters",
+        "reads": "data/angles/",
+        "params": "seed, split",
+        "writes": "data/splits/{train,val,test}.csv, data/splits/split_report.json",
+    },
+    "train": {
+        "summary": "train the model with Lightning (resumes from a matching checkpoint)",
+        "reads": "data/angles/, data/features/, data/splits/ (train.csv, val.csv)",
+        "params": "seed, model, training",
+        "writes": "models/model.safetensors, models/model_config.json,\n"
+                  "reports/train/ (metrics.json, history.csv)",
+        "also": "checkpoints/ (training.checkpoint_dir; not a DVC output) and an MLflow run\n"
+                "(stage=train) in training.tracking_uri (default sqlite:///mlflow.db)",
+    },
+    "evaluate": {
+        "summary": "score the trained model on the test split against two baselines",
+        "reads": "models/model.safetensors, models/model_config.json, data/angles/,\n"
+                 "data/features/, data/splits/ (test.csv; train.csv for the baselines)",
+        "params": "seed, eval, training.out_dir (the model), training.num_threads,\n"
+                  "training.accelerator",
+        "writes": "reports/eval/ (metrics.json, per_target.csv, angle_mae.png,\n"
+                  "angle_scatter.png, lddt_per_target.png, structures/ predicted PDBs)",
+        "also": "an MLflow run (stage=evaluate) in training.tracking_uri",
+    },
+    "sweep": {
+        "summary": "Optuna study over the loss weights (sweep.space)",
+        "reads": "data/angles/, data/features/, data/splits/",
+        "params": "seed, model, training, sweep",
+        "writes": "reports/sweep/ (trials.csv, best_params.yaml, score.png)",
+        "also": "the study in sweep.storage (default sqlite:///.optuna/sweep.db, resumable),\n"
+                "trial work dirs under .optuna/, and an MLflow parent run with one nested run\n"
+                "per trial in training.tracking_uri",
+    },
+}
+
+_STAGE_EXAMPLE = {
+    "fetch": "data.source=rcsb 'data.pdb_ids=[1EHZ,6Y2L]'",
+    "angles": "angles.link_cutoff=2.0",
+    "features": "features.temperature=25",
+    "split": "split.max_identity=0.9 seed=1",
+    "train": "training.w_angle=0.2 training.max_epochs=10",
+    "evaluate": "eval.samples=2 eval.refine_steps=0",
+    "sweep": "sweep.n_trials=8",
+}
+
+_STAGE_EPILOG = """\
+overrides use Hydra's grammar, the same as `dvc exp run -S`:
+  rna-predict {name} {example}
+A misspelt key or a wrong type fails with a message naming it. Inside the pipeline run
+the stage with `dvc repro {name}` or `dvc exp run -S key=value` (environment entered
+first: `source .venv/bin/activate`)."""
+
+
+def _section(label: str, text: str) -> str:
+    pad = " " * (len(label) + 2)
+    lines = text.split("\n")
+    return "\n".join([f"{label}: {lines[0]}"] + [pad + line for line in lines[1:]])
+
+
+def stage_description(name: str) -> str:
+    """The ``--help`` description of stage ``name``: summary, reads, params, writes."""
+    h = STAGE_HELP[name]
+    parts = [f"DVC stage {name!r}: {h['summary']}.", ""]
+    width = 6
+    for key in ("reads", "params", "writes", "also"):
+        if key in h:
+            text = h[key]
+            if key == "params":
+                first, _, rest = text.partition("\n")
+                text = first + " (sections of params.yaml)" + ("\n" + rest if rest else "")
+            parts.append(_section(key.ljust(width), text))
+    return "\n".join(parts)
+
 
 def _stage(name: str, cfg) -> Path:
     if name == "fetch":
@@ -77,7 +175,7 @@ def cmd_torsions(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .train.predict import read_fasta, run_predict
+    from .inference.predict import read_fasta, run_predict
 
     if args.fasta:
         entries = read_fasta(args.fasta)
@@ -93,28 +191,71 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+_TORSIONS_DESCRIPTION = """\
+Torsion angles of PDB/mmCIF files, one row per nucleotide (outside the pipeline).
+
+reads : the FILEs given (.pdb, .ent, .cif, .cif.gz)
+params: none (params.yaml is not read)
+writes: stdout only: a table in degrees, or with --json one JSON array with DSSR `nts`
+        keys (alpha..zeta, chi, eta, theta, v0..v4, phase_angle, amplitude; null where
+        undefined)"""
+
+_PREDICT_DESCRIPTION = """\
+Predict all-atom structures for one sequence with the trained model (outside the pipeline).
+
+reads : --model-dir (default models/): model.safetensors and model_config.json written
+        by `rna-predict train`; the sequence from --sequence or --fasta (one record)
+params: none (params.yaml is not read; the options below set sampling)
+writes: --out in the format its suffix names: .pdb/.ent PDB, .cif/.mmcif mmCIF (any
+        other suffix is an error); with --samples N > 1: OUT_1.<ext> .. OUT_N.<ext>"""
+
+_PREDICT_EPILOG = """\
+examples:
+  rna-predict predict --sequence GGCGAAAGCC --out pred.pdb --samples 5
+  rna-predict predict --fasta seq.fa --out pred.cif --refine-steps 200"""
+
+
+_DESCRIPTION = """\
+rna-predict: one subcommand per DVC stage (fetch, angles, features, split, train,
+evaluate, sweep), plus torsions and predict for users. Stage subcommands read
+params.yaml and take overrides in the grammar of `dvc exp run -S` (key=value)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rna-predict", description=__doc__)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="rna-predict", description=_DESCRIPTION, formatter_class=raw,
+        epilog="`rna-predict COMMAND --help` says what each command reads, writes and which "
+               "params it takes.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in STAGES:
-        p = sub.add_parser(name, help=f"run DVC stage {name!r}")
-        p.add_argument("overrides", nargs="*", help="key=value overrides of params.yaml")
+        p = sub.add_parser(name, help=f"DVC stage {name!r}: {STAGE_HELP[name]['summary']}",
+                           description=stage_description(name),
+                           epilog=_STAGE_EPILOG.format(name=name, example=_STAGE_EXAMPLE[name]),
+                           formatter_class=raw)
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="overrides of params.yaml (Hydra / `dvc exp run -S` grammar)")
         p.add_argument("--params", default="params.yaml", help="parameter file (default params.yaml)")
-    t = sub.add_parser("torsions", help="torsion angles of PDB/mmCIF files (degrees)")
-    t.add_argument("files", nargs="+")
+    t = sub.add_parser("torsions", help="torsion angles of PDB/mmCIF files (degrees)",
+                       description=_TORSIONS_DESCRIPTION, formatter_class=raw)
+    t.add_argument("files", nargs="+", metavar="FILE")
     t.add_argument("--json", action="store_true", help="one JSON array, DSSR `nts` keys")
-    pr = sub.add_parser("predict", help="predict all-atom structures for a sequence")
+    pr = sub.add_parser("predict", help="predict all-atom structures for a sequence",
+                        description=_PREDICT_DESCRIPTION, epilog=_PREDICT_EPILOG,
+                        formatter_class=raw)
     src = pr.add_mutually_exclusive_group(required=True)
-    src.add_argument("--sequence")
-    src.add_argument("--fasta")
-    pr.add_argument("--out", required=True, help="output PDB path")
-    pr.add_argument("--samples", type=int, default=1)
+    src.add_argument("--sequence", help="RNA sequence (ACGU, T read as U; '&' between strands)")
+    src.add_argument("--fasta", help="FASTA file with one sequence")
+    pr.add_argument("--out", required=True,
+                    help="output path; .pdb/.ent write PDB, .cif/.mmcif write mmCIF")
+    pr.add_argument("--samples", type=int, default=1, help="structures to sample (default 1)")
     pr.add_argument("--steps", type=int, default=200, help="sampler steps (AF3 uses 200)")
-    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     pr.add_argument("--refine-steps", type=int, default=200,
                     help="torsion-space refinement steps per sample (0: raw diffusion output)")
-    pr.add_argument("--model-dir", default="models")
+    pr.add_argument("--model-dir", default="models",
+                    help="directory with model.safetensors and model_config.json (default models)")
     return parser
 
 

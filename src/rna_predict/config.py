@@ -15,6 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rna_predict.data.atom_layout import LINK_CUTOFF
+
 
 class ConfigError(ValueError):
     """params.yaml or an override does not match the schema."""
@@ -36,7 +38,7 @@ class DataConfig:
 class AnglesConfig:
     backend: str = "mdanalysis"  # mdanalysis | dssr
     out_dir: str = "data/angles"
-    link_cutoff: float = 2.0  # O3'(i-1)-P(i) distance (A) under which residues are linked
+    link_cutoff: float = LINK_CUTOFF  # O3'(i-1)-P(i) distance (A) under which residues are linked
 
 
 @dataclass
@@ -110,6 +112,7 @@ class EvalConfig:
     refine_steps: int = 200
     out_dir: str = "reports/eval"
     max_targets: int = -1
+    bootstrap_samples: int = 10000  # paired bootstrap resamples for every model-vs-baseline interval
 
 
 @dataclass

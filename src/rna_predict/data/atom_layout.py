@@ -60,6 +60,27 @@ C_GLYCOSIDIC_CHI_ATOMS: tuple[str, str] = ("C5", "C4")
 
 #: number of torsion angles predicted per residue and their order
 TORSIONS: tuple[str, ...] = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "chi")
+#: O3'(i-1)-P(i) distance (A) under which two residues are covalently linked, the way DSSR
+#: links nucleotides (SCIENCE.md 1); the one value parsing, torsions and the NeRF use
+LINK_CUTOFF: float = 2.0
+#: (residue offset, atom name) quadruples of every dihedral (SCIENCE.md 1; Olson 1980 for
+#: eta/theta; nu0..nu4 the sugar ring); offsets -1/+1 need the covalent link. chi is
+#: per base type (:data:`CHI_BASE_ATOMS`): O4'-C1'-CHI_BASE_ATOMS[base]
+TORSION_ATOMS: dict[str, tuple[tuple[int, str], ...]] = {
+    "alpha": ((-1, "O3'"), (0, "P"), (0, "O5'"), (0, "C5'")),
+    "beta": ((0, "P"), (0, "O5'"), (0, "C5'"), (0, "C4'")),
+    "gamma": ((0, "O5'"), (0, "C5'"), (0, "C4'"), (0, "C3'")),
+    "delta": ((0, "C5'"), (0, "C4'"), (0, "C3'"), (0, "O3'")),
+    "epsilon": ((0, "C4'"), (0, "C3'"), (0, "O3'"), (1, "P")),
+    "zeta": ((0, "C3'"), (0, "O3'"), (1, "P"), (1, "O5'")),
+    "eta": ((-1, "C4'"), (0, "P"), (0, "C4'"), (1, "P")),
+    "theta": ((0, "P"), (0, "C4'"), (1, "P"), (1, "C4'")),
+    "nu0": ((0, "C4'"), (0, "O4'"), (0, "C1'"), (0, "C2'")),
+    "nu1": ((0, "O4'"), (0, "C1'"), (0, "C2'"), (0, "C3'")),
+    "nu2": ((0, "C1'"), (0, "C2'"), (0, "C3'"), (0, "C4'")),
+    "nu3": ((0, "C2'"), (0, "C3'"), (0, "C4'"), (0, "O4'")),
+    "nu4": ((0, "C3'"), (0, "C4'"), (0, "O4'"), (0, "C1'")),
+}
 #: the extra per-residue angles stored alongside (pseudo-torsions, sugar ring, pucker)
 EXTRA_ANGLES: tuple[str, ...] = (
     "eta", "theta", "nu0", "nu1", "nu2", "nu3", "nu4", "phase", "amplitude",

@@ -26,6 +26,7 @@ moved until every split holds at least ``min_per_split`` records.
 
 from __future__ import annotations
 
+import csv
 import logging
 import random
 from pathlib import Path
@@ -217,5 +218,13 @@ def run_split(cfg: Any) -> Path:
     return out_dir
 
 
+def read_split_ids(split_dir: str | Path, name: str) -> list[str]:
+    """Record ids of ``<split_dir>/<name>.csv`` (column ``id``), in file order."""
+    path = Path(split_dir) / f"{name}.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no split file; run `rna-predict split` first")
+    with open(path, newline="") as fh:
+        return [row["id"] for row in csv.DictReader(fh) if row.get("id")]
+
 __all__ = ["SplitError", "assign", "cluster", "identity_matrix", "make_split",
-           "run_split", "sequence_identity", "IDENTITY_DEFINITION"]
+           "read_split_ids", "run_split", "sequence_identity", "IDENTITY_DEFINITION"]

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atom_layout import BB, N_SLOTS, SLOT
+from .atom_layout import BB, LINK_CUTOFF, N_SLOTS, SLOT
 from .modified import component_info
 
 log = logging.getLogger(__name__)
 
 #: O3'(i-1)-P(i) distance (A) under which two nucleotides count as covalently linked
-LINK_CUTOFF = 2.0
 #: atoms without which a nucleotide has no usable sugar-phosphate backbone
 CORE_ATOMS = ("C4'", "C3'", "C1'", "O4'")
 #: legacy atom names (PDB v2 and older) -> current names

@@ -18,25 +18,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .atom_layout import BASES, BB, C_GLYCOSIDIC_CHI_ATOMS, CHI_BASE_ATOMS, EXTRA_ANGLES, SLOT, TORSIONS
+from .atom_layout import (
+    BASES,
+    BB,
+    C_GLYCOSIDIC_CHI_ATOMS,
+    CHI_BASE_ATOMS,
+    EXTRA_ANGLES,
+    SLOT,
+    TORSION_ATOMS,
+    TORSIONS,
+)
 from .structure import Structure
 
-# (residue offset, atom name) quadruples; offsets -1/+1 need the covalent link
-_BACKBONE_DEFS: dict[str, tuple[tuple[int, str], ...]] = {
-    "alpha": ((-1, "O3'"), (0, "P"), (0, "O5'"), (0, "C5'")),
-    "beta": ((0, "P"), (0, "O5'"), (0, "C5'"), (0, "C4'")),
-    "gamma": ((0, "O5'"), (0, "C5'"), (0, "C4'"), (0, "C3'")),
-    "delta": ((0, "C5'"), (0, "C4'"), (0, "C3'"), (0, "O3'")),
-    "epsilon": ((0, "C4'"), (0, "C3'"), (0, "O3'"), (1, "P")),
-    "zeta": ((0, "C3'"), (0, "O3'"), (1, "P"), (1, "O5'")),
-    "eta": ((-1, "C4'"), (0, "P"), (0, "C4'"), (1, "P")),
-    "theta": ((0, "P"), (0, "C4'"), (1, "P"), (1, "C4'")),
-    "nu0": ((0, "C4'"), (0, "O4'"), (0, "C1'"), (0, "C2'")),
-    "nu1": ((0, "O4'"), (0, "C1'"), (0, "C2'"), (0, "C3'")),
-    "nu2": ((0, "C1'"), (0, "C2'"), (0, "C3'"), (0, "C4'")),
-    "nu3": ((0, "C2'"), (0, "C3'"), (0, "C4'"), (0, "O4'")),
-    "nu4": ((0, "C3'"), (0, "C4'"), (0, "O4'"), (0, "C1'")),
-}
 #: DSSR reports the pseudo-torsions only within a chain, although it links A.C88-B.U89
 #: of 1A4D for epsilon/zeta/alpha; we follow it (checked against the DSSR fixture)
 _PSEUDO = {"eta", "theta"}
@@ -135,7 +128,7 @@ def compute_torsions(structure: Structure) -> TorsionResult:
             slots = _chi_slots(structure)
             quads.append([_gather(coords, 0, s) for s in slots])
             continue
-        defn = _BACKBONE_DEFS[name]
+        defn = TORSION_ATOMS[name]
         pts = [_gather(coords, off, np.full(n, BB[atom])) for off, atom in defn]
         ok = _neighbour_ok(structure, {off for off, _ in defn if off}, name in _PSEUDO)
         for p in pts:

@@ -21,7 +21,35 @@ import numpy as np
 from .atom_layout import ATOM_NAMES, BASE_INDEX, ELEMENTS, N_SLOTS
 from .atomic import write_text
 
-__all__ = ["build_gemmi_structure", "write_mmcif", "write_pdb", "write_structure"]
+__all__ = [
+    "STRUCTURE_SUFFIXES",
+    "build_gemmi_structure",
+    "structure_format",
+    "write_mmcif",
+    "write_pdb",
+    "write_structure",
+]
+
+#: output suffix (lower case) -> format written by :func:`write_structure`
+STRUCTURE_SUFFIXES = {".pdb": "pdb", ".ent": "pdb", ".cif": "mmcif", ".mmcif": "mmcif"}
+
+
+def structure_format(path: str | Path) -> str:
+    """``"pdb"`` for ``.pdb``/``.ent`` paths, ``"mmcif"`` for ``.cif``/``.mmcif`` (any case).
+
+    Any other suffix (or none) raises ``ValueError`` naming the path and the suffixes
+    that are understood, so that a typo never writes one format under another's name.
+    """
+    suffix = Path(path).suffix.lower()
+    try:
+        return STRUCTURE_SUFFIXES[suffix]
+    except KeyError:
+        known = ", ".join(STRUCTURE_SUFFIXES)
+        what = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise ValueError(
+            f"{path}: cannot tell the structure format from {what}; use one of {known} "
+            "(.pdb/.ent write PDB, .cif/.mmcif write mmCIF)"
+        ) from None
 
 
 def _validate(
@@ -166,7 +194,10 @@ def write_mmcif(
 
 
 def write_structure(path: str | Path, *args, **kwargs) -> Path:
-    """:func:`write_mmcif` for ``.cif``/``.mmcif`` paths, :func:`write_pdb` otherwise."""
-    suffix = Path(path).suffix.lower()
-    writer = write_mmcif if suffix in (".cif", ".mmcif") else write_pdb
+    """:func:`write_mmcif` for ``.cif``/``.mmcif`` paths, :func:`write_pdb` for ``.pdb``/``.ent``.
+
+    Other suffixes raise ``ValueError`` (see :func:`structure_format`) before anything is
+    written. Arguments after ``path`` as :func:`write_pdb`.
+    """
+    writer = write_mmcif if structure_format(path) == "mmcif" else write_pdb
     return writer(path, *args, **kwargs)

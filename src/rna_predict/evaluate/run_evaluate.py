@@ -23,6 +23,7 @@ import io
 import logging
 import math
 import shutil
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ from tqdm import tqdm
 from rna_predict.config import Config
 from rna_predict.data.atom_layout import TORSIONS, slot_mask_for
 from rna_predict.data.atomic import write_json, write_text
-from rna_predict.evaluate import baselines, metrics, plots
+from rna_predict.evaluate import baselines, bootstrap, metrics, plots
+from rna_predict.model.angles import angles_from_sincos
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def evaluate_target(model: torch.nn.Module, batch: dict, rec: dict, table: np.nd
     topo = topology_mask(rec["chain_index"].numpy())
 
     sincos = model.trunk(batch)["sincos"][0].float()
-    pred_ang = torch.atan2(sincos[..., 0], sincos[..., 1]).double().cpu().numpy()
+    pred_ang = angles_from_sincos(sincos).double().cpu().numpy()
     base_ang = baselines.mean_torsion_angles(table, seq)
 
     device = next(model.parameters()).device
@@ -114,15 +116,65 @@ def evaluate_target(model: torch.nn.Module, batch: dict, rec: dict, table: np.nd
 
 
 def _pooled_angles(items: list[dict], key: str) -> dict[str, Any]:
+    """Pooled per-angle MAE and MCQ of the torsions ``key`` ("pred" or "base").
+
+    The model and the baseline are scored on the same mask: a predicted chain defines the
+    torsions its topology has (``topo``: no alpha at a chain start, no epsilon/zeta at an
+    end), the truth those it measured (``true_mask``).
+    """
     pred = np.concatenate([it[key] for it in items])
     true = np.concatenate([it["true"] for it in items])
     tmask = np.concatenate([it["true_mask"] for it in items])
-    pmask = np.concatenate([it["topo"] for it in items]) if key == "pred" else None
+    pmask = np.concatenate([it["topo"] for it in items])
     mae = metrics.angle_mae(pred, true, tmask)
     per = {t: float(v) for t, v in zip(TORSIONS, mae)}
     finite = [v for v in per.values() if math.isfinite(v)]
     per["mean"] = float(np.mean(finite)) if finite else float("nan")
     return {"angle_mae": per, "mcq": metrics.mcq(pred, true, pmask, tmask)}
+
+
+def comparisons(items: list[dict], n_boot: int, seed: int) -> dict[str, Any]:
+    """Paired bootstrap 95% intervals of every model-minus-baseline difference.
+
+    Torsions (model vs ``mean_torsion``): the mean and each per-angle MAE, and MCQ,
+    resampling residues and, separately, whole targets. Structures (model best-of and
+    mean-of samples vs ``aform``): every structure metric, resampling targets.
+    Negative differences favour the model for errors (MAE, MCQ, RMSD), positive ones for
+    scores (TM, lDDT).
+    """
+    out: dict[str, Any] = {"n_bootstrap": int(n_boot), "confidence": bootstrap.CONFIDENCE}
+    if not items:
+        return out
+    true = np.concatenate([it["true"] for it in items])
+    tmask = np.concatenate([it["true_mask"] for it in items])
+    topo = np.concatenate([it["topo"] for it in items])
+    err = {k: np.degrees(metrics.circular_difference(np.nan_to_num(
+        np.concatenate([it[k] for it in items])), np.nan_to_num(true))) for k in ("pred", "base")}
+    dterms = {k: metrics.mcq_terms(np.concatenate([it[k] for it in items]), true, topo, tmask)
+              for k in ("pred", "base")}
+    target_of = np.concatenate([np.full(len(it["true"]), i) for i, it in enumerate(items)])
+    units = {"residue": np.arange(len(true)), "target": target_of}
+    tors: dict[str, Any] = {}
+    for unit, groups in units.items():
+        tors[f"angle_mae_mean/{unit}"] = bootstrap.pooled_mae_interval(
+            err["pred"], err["base"], tmask, groups, n_boot, seed, unit)
+        tors[f"mcq/{unit}"] = bootstrap.pooled_mcq_interval(
+            dterms["pred"], dterms["base"], groups, n_boot, seed, unit)
+    for k, name in enumerate(TORSIONS):
+        tors[f"angle_mae_{name}/residue"] = bootstrap.pooled_mae_interval(
+            err["pred"][:, [k]], err["base"][:, [k]], tmask[:, [k]], units["residue"],
+            n_boot, seed, "residue")
+    rows = [it["row"] for it in items]
+    struct: dict[str, Any] = {}
+    for key in STRUCT_KEYS:
+        base = np.array([r[f"aform_{key}"] for r in rows])
+        for stat in ("best", "mean"):
+            model = np.array([r[f"model_{key}_{stat}"] for r in rows])
+            struct[f"{key}_{stat}/target"] = bootstrap.paired_mean_interval(
+                model, base, n_boot, seed, "target")
+    out["model_vs_mean_torsion"] = tors
+    out["model_vs_aform"] = struct
+    return out
 
 
 def _mean_of(rows: list[dict], prefix: str, keys: list[str]) -> dict[str, float]:
@@ -137,13 +189,16 @@ def _clean(obj: Any) -> Any:
     """Round floats to 6 digits; NaN/inf become None (valid, stable JSON)."""
     if isinstance(obj, dict):
         return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
     if isinstance(obj, float):
         return round(obj, 6) if math.isfinite(obj) else None
     return obj
 
 
-def aggregate(items: list[dict], samples: int, steps: int, refine_steps: int = 0) -> dict[str, Any]:
-    """metrics.json content from the per-target results."""
+def aggregate(items: list[dict], samples: int, steps: int, refine_steps: int = 0,
+              n_boot: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """metrics.json content from the per-target results, with bootstrap intervals."""
     rows = [it["row"] for it in items]
     skeys = [f"{k}_{s}" for k in STRUCT_KEYS for s in ("best", "mean")]
     model = _pooled_angles(items, "pred")
@@ -152,10 +207,13 @@ def aggregate(items: list[dict], samples: int, steps: int, refine_steps: int = 0
         model.setdefault(name, {})[stat] = v
     return _clean({
         "n_targets": len(items), "samples": int(samples), "steps": int(steps),
+        "targets": {r["id"]: r["length"] for r in rows},
         "refine_steps": int(refine_steps),
         "model": model,
         "baseline_mean_torsion": _pooled_angles(items, "base"),
         "baseline_aform": _mean_of(rows, "aform_", list(STRUCT_KEYS)),
+        "comparisons": comparisons(items, n_boot, seed),
+        "lddt_definition": metrics.LDDT_DEFINITION,
     })
 
 
@@ -226,10 +284,12 @@ def eval_device(accelerator: str) -> torch.device:
 
 def run_evaluate(cfg: Config) -> Path:
     """Evaluate ``<training.out_dir>`` on the test split; return the metrics.json path."""
-    from rna_predict.train.dataset import RecordDataset, collate
-    from rna_predict.train.predict import load_model
-    from rna_predict.train.run_train import read_split_ids
-    from rna_predict.train.tracking import flatten_metrics, log_stage_run
+    from rna_predict.data.dataset import RecordDataset, collate
+    from rna_predict.inference.predict import load_model
+    from rna_predict.data.split import read_split_ids
+    from rna_predict.tracking import flatten_metrics, log_stage_run
+
+    started_at = time.time()  # the MLflow run spans the whole stage
 
     torch.set_num_threads(int(cfg.training.num_threads))
     torch.manual_seed(cfg.seed)
@@ -256,14 +316,14 @@ def run_evaluate(cfg: Config) -> Path:
                  items[-1]["row"]["length"], items[-1]["row"]["model_tm_c1_best"],
                  items[-1]["row"]["model_lddt_c1_best"], items[-1]["row"]["model_mcq"])
 
-    summary = aggregate(items, e.samples, e.steps, e.refine_steps)
+    summary = aggregate(items, e.samples, e.steps, e.refine_steps, e.bootstrap_samples, cfg.seed)
     metrics_path = out_dir / "metrics.json"
     write_json(metrics_path, summary)
     write_per_target([it["row"] for it in items], out_dir / "per_target.csv")
     pngs = write_plots(items, summary, out_dir)
     write_structures(items, recs, out_dir / "structures")
     log_stage_run(cfg, "evaluate", flatten_metrics(summary),
-                  artifacts=[metrics_path, out_dir / "per_target.csv", *pngs])
+                  artifacts=[metrics_path, out_dir / "per_target.csv", *pngs], started_at=started_at)
     log.info("evaluate: wrote %s", metrics_path)
     return metrics_path
 

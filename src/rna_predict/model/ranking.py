@@ -17,30 +17,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rna_predict.data.atom_layout import BASES, BB, CHI_BASE_ATOMS, SLOT
+from rna_predict.data.atom_layout import BASES, BB, CHI_BASE_ATOMS, SLOT, TORSION_ATOMS, TORSIONS
+from rna_predict.model.geometry import dihedral
 
-#: (residue offset, backbone slot) of the four atoms of alpha..zeta (atom_layout.TORSIONS order)
-_BACKBONE_TORSIONS = (
-    ((-1, "O3'"), (0, "P"), (0, "O5'"), (0, "C5'")),
-    ((0, "P"), (0, "O5'"), (0, "C5'"), (0, "C4'")),
-    ((0, "O5'"), (0, "C5'"), (0, "C4'"), (0, "C3'")),
-    ((0, "C5'"), (0, "C4'"), (0, "C3'"), (0, "O3'")),
-    ((0, "C4'"), (0, "C3'"), (0, "O3'"), (1, "P")),
-    ((0, "C3'"), (0, "O3'"), (1, "P"), (1, "O5'")),
-)
+#: (residue offset, backbone atom) quadruples of alpha..zeta (atom_layout.TORSIONS order)
+_BACKBONE_TORSIONS = tuple(TORSION_ATOMS[name] for name in TORSIONS[:6])
 #: [4, 2] slots of the chi base atoms (N9/C4 purines, N1/C2 pyrimidines) per base type
 _CHI_SLOTS = torch.tensor([[SLOT[b][a] for a in CHI_BASE_ATOMS[b]] for b in BASES])
-
-
-def dihedral(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> Tensor:
-    """Dihedral a-b-c-d in radians, (-pi, pi], IUPAC sign (SCIENCE.md 1)."""
-    b0, b1, b2 = a - b, c - b, d - c
-    b1 = b1 / b1.norm(dim=-1, keepdim=True).clamp(min=1e-8)
-    v = b0 - (b0 * b1).sum(-1, keepdim=True) * b1
-    w = b2 - (b2 * b1).sum(-1, keepdim=True) * b1
-    x = (v * w).sum(-1)
-    y = (torch.cross(b1, v, dim=-1) * w).sum(-1)
-    return torch.atan2(y, x)
 
 
 def _shift(x: Tensor, offset: int, dim: int) -> Tensor:
@@ -84,4 +67,4 @@ def torsion_consistency(samples: Tensor, sincos: Tensor, batch: dict[str, Tensor
     return ((1.0 - agree) * m).sum((-1, -2)) / m.sum((-1, -2)).clamp(min=1.0)
 
 
-__all__ = ["dihedral", "torsion_consistency", "torsions_from_coords"]
+__all__ = ["torsion_consistency", "torsions_from_coords"]

@@ -32,8 +32,9 @@ import torch
 from torch import Tensor
 
 from rna_predict.data.atom_layout import BB, ELEMENTS, N_SLOTS, SLOT_MASK
+from rna_predict.model.angles import angles_from_sincos
 from rna_predict.model.nerf import build_coords
-from rna_predict.train.alignment import apply_transform, weighted_kabsch
+from rna_predict.model.alignment import apply_transform, weighted_kabsch
 
 #: Adam step (A) of the per-strand translations that let clashing strands move apart
 SHIFT_LR = 0.1
@@ -123,7 +124,7 @@ def refine_structure(sample: Tensor, sincos: Tensor, base_type: Tensor, chain_in
     """
     dtype = torch.float32
     sample = sample.detach().to(dtype)
-    theta_ref = torch.atan2(sincos[..., 0], sincos[..., 1]).detach().to(dtype)
+    theta_ref = angles_from_sincos(sincos).detach().to(dtype)
     atom_mask = torch.as_tensor(SLOT_MASK, device=sample.device)[base_type]
     pair_w, pair_d = clash_pairs(atom_mask, chain_index, _polar_slots(base_type))
     chains = [torch.nonzero(chain_index == c).flatten() for c in torch.unique(chain_index)]

@@ -9,8 +9,9 @@ ARCHITECTURE.md section 5. Data flow of :meth:`RNAModel.trunk`:
           --Merger--> s_trunk = s + MLP(LN(s), h_tor, sincos, pairing prob)
                       z_trunk = z + Linear(LN(z), P_ij, 1[P_ij > 0.5])
 
-:meth:`RNAModel.loss` adds the AF3 diffusion training (SCIENCE.md 4) on ``noise_copies``
-noised copies per trunk pass; :meth:`RNAModel.sample` runs the AF3 sampler (AF3 Alg 18).
+:meth:`RNAModel.denoise_noised_copies` runs the AF3 diffusion training pass (SCIENCE.md 4)
+on ``noise_copies`` noised copies per trunk pass (the loss itself is
+:func:`rna_predict.train.losses.training_loss`); :meth:`RNAModel.sample` runs the AF3 sampler (AF3 Alg 18).
 The trunk's outputs condition the diffusion module (and, through the NeRF reference
 conformer and the merger, the torsion encoder receives gradient from L_diffusion too).
 That conditioning path carries the torsion outputs through :func:`scale_gradient` with
@@ -43,7 +44,6 @@ from rna_predict.model.preconditioning import (
 from rna_predict.model.ranking import torsion_consistency
 from rna_predict.model.sampler import sample_diffusion
 from rna_predict.model.torsion_encoder import N_TORSIONS, TorsionEncoder
-from rna_predict.train.losses import angle_loss, diffusion_loss
 
 
 def scale_gradient(x: Tensor, factor: float) -> Tensor:
@@ -111,25 +111,17 @@ class RNAModel(nn.Module):
             "nerf_coords": nerf_coords, "s_inputs": s_inputs, "torsion_hidden": h_tor,
         }
 
-    # ------------------------------------------------------------------- loss
-    def loss(self, batch: dict[str, Tensor], w_angle: float, w_diffusion: float,
-             noise_copies: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """``total = w_angle * angle + w_diffusion * diffusion`` (SCIENCE.md 4); scalars."""
-        out = self.trunk(batch)
-        mask = batch["residue_mask"]
-        l_angle = angle_loss(out["sincos"], batch["angles"], batch["angle_mask"] & mask[..., None])
-        if w_diffusion == 0.0:
-            with torch.no_grad():  # the diffusion module then gets no gradient at all
-                diff = self._diffusion_terms(out, batch, noise_copies, generator)
-            diff = {k: v.detach() for k, v in diff.items()}
-            total = w_angle * l_angle
-        else:
-            diff = self._diffusion_terms(out, batch, noise_copies, generator)
-            total = w_angle * l_angle + w_diffusion * diff["diffusion"]
-        return {"total": total, "angle": l_angle, **diff}
+    # ------------------------------------------------------- diffusion training
+    def denoise_noised_copies(self, out: dict, batch: dict[str, Tensor], noise_copies: int,
+                              generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """AF3 diffusion training inputs (SCIENCE.md 4): ``noise_copies`` centred, randomly
+        rotated and translated copies of the ground truth per trunk pass, noised with
+        sigma = sigma_data exp(-1.2 + 1.5 N(0, 1)) and denoised.
 
-    def _diffusion_terms(self, out: dict, batch: dict[str, Tensor], noise_copies: int,
-                         generator: torch.Generator | None) -> dict[str, Tensor]:
+        Returns ``x_denoised`` [B, K, N, 3], ``x_target`` (the augmented truth, same shape),
+        ``mask`` [B, N] (atoms with ground truth) and ``sigma`` [B, K]; the losses of
+        :mod:`rna_predict.train.losses` turn them into L_diffusion.
+        """
         ctx = self.diffusion.prepare(out, batch)
         layout = ctx["layout"]
         x_true, true_mask = self.ground_truth_atoms(batch, layout)
@@ -141,7 +133,7 @@ class RNAModel(nn.Module):
         noise = torch.randn(x_aug.shape, generator=generator, device=x.device)
         x_noisy = (x_aug + sigma[..., None, None] * noise) * layout["mask"][:, None, :, None]
         x_den = self.diffusion.denoise(x_noisy, sigma, ctx)
-        return diffusion_loss(x_den, x_aug, true_mask, sigma, self.cfg.sigma_data)
+        return {"x_denoised": x_den, "x_target": x_aug, "mask": true_mask, "sigma": sigma}
 
     @staticmethod
     def ground_truth_atoms(batch: dict[str, Tensor], layout: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

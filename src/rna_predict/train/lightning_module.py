@@ -14,6 +14,7 @@ and is stored in checkpoints, so a resumed run reports every epoch.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -21,17 +22,7 @@ import lightning as L
 import torch
 
 from rna_predict.data.atom_layout import TORSIONS
-
-
-def predicted_angles(sincos: torch.Tensor) -> torch.Tensor:
-    """[..., 7, 2] (sin, cos) -> [..., 7] radians in (-pi, pi] via atan2."""
-    return torch.atan2(sincos[..., 0], sincos[..., 1])
-
-
-def circular_abs_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Shortest angular distance (radians, [0, pi]) between ``a`` and ``b``."""
-    d = torch.remainder(torch.abs(a - b), 2 * math.pi)
-    return torch.minimum(d, 2 * math.pi - d)
+from rna_predict.model.angles import angles_from_sincos, circular_difference
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
@@ -86,7 +77,10 @@ class RNALightningModule(L.LightningModule):
         return g
 
     def _loss(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return self.model.loss(
+        from rna_predict.train.losses import training_loss
+
+        return training_loss(
+            self.model,
             batch,
             w_angle=float(self.tcfg.w_angle),
             w_diffusion=float(self.tcfg.w_diffusion),
@@ -143,10 +137,10 @@ class RNALightningModule(L.LightningModule):
         n = int(batch["base_type"].shape[0])
         self._accumulate("val", out, n)
         sincos = self.model.trunk(batch)["sincos"]
-        pred = predicted_angles(sincos.float())
+        pred = angles_from_sincos(sincos.float())
         mask = batch["angle_mask"].bool() & batch["residue_mask"].bool()[..., None]
         true = torch.nan_to_num(batch["angles"].float())
-        diff = torch.where(mask, circular_abs_diff(pred, true), torch.zeros_like(pred))
+        diff = torch.where(mask, circular_difference(pred, true), torch.zeros_like(pred))
         self._val_ang += diff.sum(dim=(0, 1)).double().cpu()
         self._val_cnt += mask.sum(dim=(0, 1)).double().cpu()
 
@@ -214,10 +208,54 @@ class HistoryCallback(L.Callback):
             pl_module.close_epoch()
 
 
+# ------------------------------------------------------------------- logging
+#: loggers to which Lightning and torchmetrics attach their own console handlers on import
+_LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
+                    "lightning_fabric", "torchmetrics")
+#: Lightning's rank-zero loggers, through which its INFO lines (and its tips) go
+_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                      "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+
+
+class AdvertisementFilter(logging.Filter):
+    """Drops Lightning's product tips ("💡 Tip: ... try installing [litlogger] / [litmodels]")."""
+
+    MARKERS = ("💡 Tip:", "litlogger", "litmodels", "Lightning Experiments platform")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(m in msg for m in self.MARKERS)
+
+
+def route_lightning_logging() -> None:
+    """Make every Lightning log line appear once, without advertisements.
+
+    ``import lightning`` attaches a console handler to the ``lightning`` logger (and
+    ``torchmetrics`` to its own) while those loggers still propagate to the root logger,
+    so under a configured root handler (the CLI's ``logging.basicConfig``, pytest) each
+    line is printed twice in two formats. When the root logger has handlers, the plain
+    stream handlers of those library loggers are removed and their records propagate to
+    the root handler alone; otherwise (a bare library call) Lightning keeps its own
+    console output. Either way :class:`AdvertisementFilter` drops the product tips.
+    Idempotent; call after importing lightning, before building a ``Trainer``.
+    """
+    if logging.getLogger().handlers:
+        for name in _LIBRARY_LOGGERS:
+            lib = logging.getLogger(name)
+            for handler in list(lib.handlers):
+                if type(handler) is logging.StreamHandler:  # not file or capture handlers
+                    lib.removeHandler(handler)
+            lib.propagate = True
+    for name in _RANK_ZERO_LOGGERS:
+        rz = logging.getLogger(name)
+        if not any(isinstance(f, AdvertisementFilter) for f in rz.filters):
+            rz.addFilter(AdvertisementFilter())
+
+
 __all__ = [
+    "AdvertisementFilter",
     "EpochSampler",
     "HistoryCallback",
     "RNALightningModule",
-    "circular_abs_diff",
-    "predicted_angles",
+    "route_lightning_logging",
 ]

@@ -16,8 +16,8 @@
   (AF3's internal weights: MSE and smooth lDDT 1:1, lambda on the MSE only; no bond term),
   averaged over copies and batch. AF3's outer factor 4 is left to ``training.w_diffusion``.
 
-Total (in :meth:`rna_predict.model.rna_model.RNAModel.loss`):
-``w_angle * L_angle + w_diffusion * L_diffusion``.
+- :func:`training_loss`: the total ``w_angle * L_angle + w_diffusion * L_diffusion`` of
+  one batch for :class:`rna_predict.model.rna_model.RNAModel`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from rna_predict.model.preconditioning import loss_weight
-from rna_predict.train.alignment import weighted_rigid_align
+from rna_predict.model.alignment import weighted_rigid_align
 
 NUCLEOTIDE_ATOM_WEIGHT = 1.0 + 5.0
 LDDT_CUTOFF = 30.0
@@ -89,6 +89,32 @@ def diffusion_loss(x_denoised: Tensor, x_true: Tensor, mask: Tensor, sigma: Tens
     return {"diffusion": per_copy.mean(), "mse": mse.mean(), "lddt": lddt.mean()}
 
 
+def training_loss(model, batch: dict[str, Tensor], w_angle: float, w_diffusion: float,
+                  noise_copies: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """``total = w_angle * angle + w_diffusion * diffusion`` (SCIENCE.md 4) of ``model``
+    (an :class:`~rna_predict.model.rna_model.RNAModel`) on ``batch``; scalars.
+
+    With ``w_diffusion == 0`` the diffusion terms are computed without gradient (reported,
+    not trained).
+    """
+    out = model.trunk(batch)
+    mask = batch["residue_mask"]
+    l_angle = angle_loss(out["sincos"], batch["angles"], batch["angle_mask"] & mask[..., None])
+
+    def diffusion_terms() -> dict[str, Tensor]:
+        d = model.denoise_noised_copies(out, batch, noise_copies, generator)
+        return diffusion_loss(d["x_denoised"], d["x_target"], d["mask"], d["sigma"],
+                              model.cfg.sigma_data)
+
+    if w_diffusion == 0.0:
+        with torch.no_grad():  # the diffusion module then gets no gradient at all
+            diff = {k: v.detach() for k, v in diffusion_terms().items()}
+        total = w_angle * l_angle
+    else:
+        diff = diffusion_terms()
+        total = w_angle * l_angle + w_diffusion * diff["diffusion"]
+    return {"total": total, "angle": l_angle, **diff}
+
 __all__ = [
     "LDDT_CUTOFF",
     "LDDT_THRESHOLDS",
@@ -98,4 +124,5 @@ __all__ = [
     "angle_loss",
     "diffusion_loss",
     "smooth_lddt",
+    "training_loss",
 ]

@@ -41,15 +41,6 @@ log = logging.getLogger(__name__)
 _NOT_HASHED = ("checkpoint_dir", "out_dir", "report_dir", "tracking_uri", "experiment")
 
 
-def read_split_ids(split_dir: str | Path, name: str) -> list[str]:
-    """Record ids of ``<split_dir>/<name>.csv`` (column ``id``), in file order."""
-    path = Path(split_dir) / f"{name}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no split file; run `rna-predict split` first")
-    with open(path, newline="") as fh:
-        return [row["id"] for row in csv.DictReader(fh) if row.get("id")]
-
-
 def source_digest(package_dir: str | Path) -> str:
     """sha256 over the relative paths and contents of every ``*.py`` file under ``package_dir``."""
     root = Path(package_dir)
@@ -76,15 +67,18 @@ def config_hash(cfg: Config, train_ids: list[str], val_ids: list[str]) -> str:
 
 
 def save_model(model: torch.nn.Module, model_cfg: Any, out_dir: str | Path) -> Path:
-    """Write ``model.safetensors`` (atomic, deterministic bytes) and ``model_config.json``."""
+    """Write ``model.safetensors`` (atomic, deterministic bytes) and ``model_config.json``
+    (the model dims and the provenance of Stage C's ideal geometry)."""
     from safetensors.torch import save_file
+
+    from rna_predict.model.geometry import GEOMETRY_SOURCE
 
     out_dir = Path(out_dir)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     target = out_dir / "model.safetensors"
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
-    write_json(out_dir / "model_config.json", {"model": asdict(model_cfg)})
+    write_json(out_dir / "model_config.json", {"model": asdict(model_cfg), "geometry": GEOMETRY_SOURCE})
     return target
 
 
@@ -127,7 +121,7 @@ def write_reports(history: list[dict[str, float]], report_dir: str | Path,
 def _dataloaders(cfg: Config, train_ids: list[str], val_ids: list[str]):
     from torch.utils.data import DataLoader
 
-    from rna_predict.train.dataset import RecordDataset, collate
+    from rna_predict.data.dataset import RecordDataset, collate
     from rna_predict.train.lightning_module import EpochSampler
 
     a_dir, f_dir = cfg.angles.out_dir, cfg.features.out_dir
@@ -169,8 +163,14 @@ def fit(cfg: Config, callbacks: list | None = None, logger: Any = None, enable_p
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from rna_predict.train.lightning_module import HistoryCallback, RNALightningModule
+    from rna_predict.data.split import read_split_ids
+    from rna_predict.train.lightning_module import (
+        HistoryCallback,
+        RNALightningModule,
+        route_lightning_logging,
+    )
 
+    route_lightning_logging()  # each Lightning line once, through the root handler; no tips
     t = cfg.training
     torch.set_num_threads(int(t.num_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -207,10 +207,13 @@ def fit(cfg: Config, callbacks: list | None = None, logger: Any = None, enable_p
 
 def run_train(cfg: Config) -> Path:
     """Stage ``train``: fit, then write the weights, reports and MLflow run; return the weights path."""
-    from rna_predict.train.tracking import flatten_metrics, lightning_logger, log_artifacts
+    import time
 
+    from rna_predict.tracking import flatten_metrics, lightning_logger, log_artifacts
+
+    started_at = time.time()  # the MLflow run spans the whole stage
     t = cfg.training
-    logger = lightning_logger(cfg, stage="train")
+    logger = lightning_logger(cfg, stage="train", started_at=started_at)
     module, trainer = fit(cfg, logger=logger)
 
     target = Path(t.out_dir) / "model.safetensors"
@@ -231,5 +234,5 @@ def run_train(cfg: Config) -> Path:
     return target
 
 
-__all__ = ["config_hash", "fit", "read_split_ids", "run_train", "save_model", "source_digest",
+__all__ = ["config_hash", "fit", "run_train", "save_model", "source_digest",
            "write_reports"]

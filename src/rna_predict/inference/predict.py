@@ -4,10 +4,12 @@
 train stage, builds the input batch from the sequence (Stage A base-pair probabilities
 are computed on the fly), draws ``samples`` structures with the diffusion sampler and
 refines each onto ideal covalent geometry (:mod:`rna_predict.model.refine`) and
-writes one PDB per sample: ``OUT.pdb`` for one sample, ``OUT_1.pdb``, ``OUT_2.pdb``, ...
-for several. Sequences may use T for U and lower case, and ``&`` between strands of a
-complex (chains A, B, ... in the PDB); anything else outside ACGU is an error that names
-the letter and its position.
+writes one structure file per sample: ``OUT.pdb`` for one sample, ``OUT_1.pdb``,
+``OUT_2.pdb``, ... for several. The suffix of ``OUT`` picks the format: ``.pdb``/``.ent``
+write PDB, ``.cif``/``.mmcif`` write mmCIF; any other suffix (or none) is an error raised
+before the model is loaded. Sequences may use T for U and lower case, and ``&`` between
+strands of a complex (chains A, B, ...); anything else outside ACGU is an error that
+names the letter and its position.
 """
 
 from __future__ import annotations
@@ -96,12 +98,18 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def output_paths(out: str | Path, samples: int) -> list[Path]:
-    """``out`` for one sample; ``<stem>_<k><suffix>`` (k = 1..samples) for several."""
+    """``out`` for one sample; ``<stem>_<k><suffix>`` (k = 1..samples) for several.
+
+    Raises ``ValueError`` when the suffix names no structure format (see
+    :func:`rna_predict.data.writer.structure_format`).
+    """
+    from rna_predict.data.writer import structure_format
+
     out = Path(out)
-    suffix = out.suffix or ".pdb"
+    structure_format(out)
     if samples == 1:
-        return [out.with_suffix(suffix)]
-    return [out.with_name(f"{out.stem}_{k}{suffix}") for k in range(1, samples + 1)]
+        return [out]
+    return [out.with_name(f"{out.stem}_{k}{out.suffix}") for k in range(1, samples + 1)]
 
 
 @torch.no_grad()
@@ -112,7 +120,7 @@ def predict_structures(model: torch.nn.Module, sequence: str, samples: int, step
     Each diffusion sample is refined onto ideal covalent geometry with ``refine_steps``
     steps (:mod:`rna_predict.model.refine`; 0 returns the raw diffusion samples).
     """
-    from rna_predict.train.dataset import batch_from_sequence
+    from rna_predict.data.dataset import batch_from_sequence
 
     device = next(model.parameters()).device
     batch = _to_device(batch_from_sequence(sequence), device)
@@ -127,29 +135,34 @@ def predict_structures(model: torch.nn.Module, sequence: str, samples: int, step
 
 def run_predict(model_dir: Path, sequence: str, out: Path, samples: int = 1, steps: int = 50,
                 seed: int = 0, device: str = "cpu", refine_steps: int = 200) -> list[Path]:
-    """Predict ``samples`` structures of ``sequence`` and write them as PDB files.
+    """Predict ``samples`` structures of ``sequence`` and write them to ``out``.
 
-    ``device`` ("cpu", "cuda", ...) runs the model there; CPU gives reproducible files.
+    The suffix of ``out`` picks the format: ``.pdb``/``.ent`` PDB, ``.cif``/``.mmcif``
+    mmCIF (:func:`rna_predict.data.writer.write_structure`). ``device`` ("cpu", "cuda",
+    ...) runs the model there; CPU gives reproducible files.
 
     Returns the written paths (see :func:`output_paths`). Raises :class:`SequenceError`
-    for a sequence with letters outside ACGU/T and ``FileNotFoundError`` without a model.
+    for a sequence with letters outside ACGU/T, ``ValueError`` for an output suffix that
+    names no structure format and ``FileNotFoundError`` without a model; all three before
+    any sampling.
     """
     from rna_predict.data.atom_layout import slot_mask_for
-    from rna_predict.data.writer import write_pdb
+    from rna_predict.data.writer import write_structure
 
     seq = normalise_sequence(sequence)
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    paths = output_paths(out, samples)
     model = load_model(model_dir, device=device)
     coords = predict_structures(model, seq, samples, steps, seed, refine_steps=refine_steps)
     strands = seq.split("&")
     flat = "".join(strands)
     chains = [_CHAINS[i % len(_CHAINS)] for i, s in enumerate(strands) for _ in s]
     resnums = [k + 1 for s in strands for k in range(len(s))]
-    paths = output_paths(out, samples)
     for path, xyz in zip(paths, coords):
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_pdb(path, flat, xyz.numpy(), slot_mask_for(flat), chain_ids=chains, resnums=resnums)
+        write_structure(path, flat, xyz.numpy(), slot_mask_for(flat), chain_ids=chains,
+                        resnums=resnums)
         log.info("predict: wrote %s (%d nt, %d strand(s))", path, len(flat), len(strands))
     return paths
 

@@ -1,0 +1,76 @@
+"""Clash check of ``evaluate/validity.py``: the neighbour search gives the brute-force
+answer (SCIENCE.md validity definitions: residue pairs, neighbours included, whose closest
+atoms are >= 1.5 A apart, out of L (L - 1) / 2)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from rna_predict.evaluate.validity import CLASH_DISTANCE, clash_free_fraction
+
+
+def _brute_force(positions: list[np.ndarray]) -> float:
+    """Every residue pair, closest atoms by a full distance matrix (the old definition)."""
+    ok = total = 0
+    for i in range(len(positions)):
+        for j in range(i + 1, len(positions)):
+            d = np.linalg.norm(positions[i][:, None] - positions[j][None], axis=-1)
+            ok += int(d.min() >= CLASH_DISTANCE)
+            total += 1
+    return ok / max(total, 1)
+
+
+def _chain(n_res: int, rng: np.random.Generator, spacing: float = 6.0) -> list[np.ndarray]:
+    """Residues of 8-22 atoms spread about 2 A around centres on a random walk."""
+    steps = rng.normal(size=(n_res, 3))
+    steps *= spacing / np.linalg.norm(steps, axis=1, keepdims=True)
+    centres = np.cumsum(steps, axis=0)
+    return [c + rng.normal(scale=1.2, size=(int(rng.integers(8, 23)), 3)) for c in centres]
+
+
+def test_clash_free_fraction_matches_brute_force_with_planted_clashes():
+    rng = np.random.default_rng(0)
+    pos = _chain(60, rng, spacing=9.0)
+    assert clash_free_fraction(pos) == pytest.approx(_brute_force(pos))
+    planted = [p.copy() for p in pos]
+    # far residues brought into contact: an atom of 40 placed 1.0 A from an atom of 3,
+    # an atom of 55 exactly on an atom of 10 (distance 0), one of 20 at 1.499 A from 50
+    planted[40][0] = planted[3][5] + np.array([1.0, 0.0, 0.0])
+    planted[55][2] = planted[10][1]
+    planted[20][4] = planted[50][0] + np.array([0.0, 1.499, 0.0])
+    # and 1.5 A exactly is not a clash (closest atoms >= 1.5 A)
+    planted[30][0] = planted[0][0] + np.array([0.0, 0.0, CLASH_DISTANCE])
+    expected = _brute_force(planted)
+    assert clash_free_fraction(planted) == pytest.approx(expected, abs=0)
+    assert expected < clash_free_fraction(pos)
+    for seed in (1, 2, 3):  # denser chains: many neighbour clashes
+        dense = _chain(40, np.random.default_rng(seed), spacing=3.0)
+        assert clash_free_fraction(dense) == pytest.approx(_brute_force(dense), abs=0)
+
+
+def test_clash_free_fraction_small_cases():
+    a = np.zeros((2, 3))
+    b = np.array([[1.0, 0.0, 0.0]])
+    c = np.array([[10.0, 0.0, 0.0]])
+    assert clash_free_fraction([a, b, c]) == pytest.approx(2 / 3)  # a-b clash; atoms within a do not
+    assert clash_free_fraction([a, c]) == 1.0
+    assert clash_free_fraction([a]) == 0.0  # no pair: as before
+    assert clash_free_fraction([]) == 0.0
+
+
+def test_clash_free_fraction_large_input_is_fast():
+    rng = np.random.default_rng(4)
+    pos = _chain(3000, rng)
+    n_atoms = sum(len(p) for p in pos)
+    start = time.perf_counter()
+    frac = clash_free_fraction(pos)
+    elapsed = time.perf_counter() - start
+    assert n_atoms > 40_000
+    assert 0.99 < frac <= 1.0
+    assert elapsed < 5.0, f"{elapsed:.1f} s for 3000 residues"
+    # the answer on a window agrees with brute force
+    window = pos[1000:1080]
+    assert clash_free_fraction(window) == pytest.approx(_brute_force(window), abs=0)
