@@ -69,34 +69,32 @@ def render(ev: dict, tr: dict, sw: dict) -> str:
         "|---|---|---|---|---|",
     ]
     tors = comp["model_vs_mean_torsion"]
+    rows: list[tuple[str, dict, int]] = []  # (label, comparison, digits)
     for key, label in (("angle_mae_mean", "mean torsion MAE (deg)"), ("mcq", "MCQ (deg)")):
         for unit in ("residue", "target"):
-            c = tors[f"{key}/{unit}"]
-            out.append(f"| {label} vs mean torsions | {_f(c['difference'])} | {_ci(c, 2)} | "
-                       f"{c['n_units']} {unit}s | {'yes' if c['excludes_zero'] else 'no'} |")
+            rows.append((f"{label} vs mean torsions, per {unit}", tors[f"{key}/{unit}"], 2))
     for key, label, digits in STRUCT:
         for stat in ("best", "mean"):
-            c = comp["model_vs_aform"][f"{key}_{stat}/target"]
-            out.append(f"| {label}, {stat} of samples, vs A-form | {_f(c['difference'], digits)} | "
-                       f"{_ci(c, digits)} | {c['n_units']} targets | "
-                       f"{'yes' if c['excludes_zero'] else 'no'} |")
+            rows.append((f"{label}, {stat} of samples, vs A-form",
+                         comp["model_vs_aform"][f"{key}_{stat}/target"], digits))
+    for label, c, digits in rows:
+        out.append(f"| {label} | {_f(c['difference'], digits)} | {_ci(c, digits)} | "
+                   f"{c['n_units']} {c['unit']}s | {'yes' if c['excludes_zero'] else 'no'} |")
     n = ev["n_targets"]
-    rows = [(f"torsion {k.split('/')[0]} per {k.split('/')[1]}", c) for k, c in tors.items()
-            if k.startswith(("angle_mae_mean/", "mcq/"))]
-    rows += [(k.replace("/target", "").replace("_", " "), c) for k, c in comp["model_vs_aform"].items()]
-    lower_better = ("mae", "mcq", "rmsd")
+    lower_better = ("MAE", "MCQ", "RMSD")
 
-    def verdict(name: str, c: dict) -> str:
-        better = (c["difference"] < 0) == any(w in name for w in lower_better)
-        return f"{name} ({'better' if better else 'worse'})"
+    def verdict(label: str, c: dict) -> str:
+        better = (c["difference"] < 0) == any(w in label for w in lower_better)
+        return f"{label} ({'model better' if better else 'model worse'})"
 
-    clear = [verdict(name, c) for name, c in rows if c["excludes_zero"] and c["difference"] is not None]
+    clear = [verdict(label, c) for label, c, _ in rows if c["excludes_zero"]]
     out += [
         "",
         "Said plainly: the differences whose 95% interval excludes zero are "
         + (", ".join(clear) if clear else "none")
         + "; every other difference in the table is not distinguishable from zero on this "
         "test split.",
+        "",
         f"With {n} test targets an interval over targets is as wide as the spread of {n} "
         "numbers: with 2 targets a bootstrap has only three distinct resamples, so it says "
         "little. The residue-level intervals of the torsion errors treat residues as "

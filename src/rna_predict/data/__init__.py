@@ -1,0 +1,1 @@
+"""Data: the atom layout, structure reading, torsions, dataset and the data stages (fetch, angles, features, split)."""

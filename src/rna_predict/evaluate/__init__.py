@@ -1,0 +1,1 @@
+"""Evaluation: metrics, baselines, bootstrap intervals, structure validity and the evaluate stage."""

@@ -1,0 +1,1 @@
+"""The Optuna sweep stage over the loss weights."""
