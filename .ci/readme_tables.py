@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -77,9 +78,23 @@ def render(ev: dict, tr: dict, sw: dict) -> str:
         for stat in ("best", "mean"):
             rows.append((f"{label}, {stat} of samples, vs A-form",
                          comp["model_vs_aform"][f"{key}_{stat}/target"], digits))
+    def excl(c: dict) -> str:
+        if not c["excludes_zero"]:
+            return "no"
+        return "yes" if c["informative"] else f"yes, but {c['n_units']} {c['unit']}s: not informative"
+
     for label, c, digits in rows:
         out.append(f"| {label} | {_f(c['difference'], digits)} | {_ci(c, digits)} | "
-                   f"{c['n_units']} {c['unit']}s | {'yes' if c['excludes_zero'] else 'no'} |")
+                   f"{c['n_units']} {c['unit']}s | {excl(c)} |")
+    out += ["", "Per angle, model minus mean torsions (deg):", "",
+            "| | " + " | ".join(TORSIONS) + " |", "|---|" + "---|" * len(TORSIONS)]
+    for unit in ("residue", "target"):
+        cells = []
+        for t in TORSIONS:
+            c = tors[f"angle_mae_{t}/{unit}"]
+            cells.append(f"{_f(c['difference'], 1)} {_ci(c, 1)}" + ("*" if c["excludes_zero"] and c["informative"] else ""))
+        out.append(f"| 95% interval over {unit}s | " + " | ".join(cells) + " |")
+    out += ["", "(* the interval excludes zero and rests on enough units to mean something.)"]
     n = ev["n_targets"]
     lower_better = ("MAE", "MCQ", "RMSD")
 
@@ -87,17 +102,18 @@ def render(ev: dict, tr: dict, sw: dict) -> str:
         better = (c["difference"] < 0) == any(w in label for w in lower_better)
         return f"{label} ({'model better' if better else 'model worse'})"
 
-    clear = [verdict(label, c) for label, c, _ in rows if c["excludes_zero"]]
+    clear = [verdict(label, c) for label, c, _ in rows if c["excludes_zero"] and c["informative"]]
     out += [
         "",
-        "Said plainly: the differences whose 95% interval excludes zero are "
+        "Said plainly: the differences whose 95% interval excludes zero, resampling enough "
+        "units for that to mean something, are "
         + (", ".join(clear) if clear else "none")
-        + "; every other difference in the table is not distinguishable from zero on this "
-        "test split.",
+        + "; no other difference in the tables is shown to be non-zero by this test split.",
         "",
-        f"With {n} test targets an interval over targets is as wide as the spread of {n} "
-        "numbers: with 2 targets a bootstrap has only three distinct resamples, so it says "
-        "little. The residue-level intervals of the torsion errors treat residues as "
+        f"With {n} test targets an interval over targets comes from the spread of {n} "
+        f"per-target numbers ({math.comb(2 * n - 1, n)} distinct resamples); below "
+        "10 units such an interval is flagged not informative, however far from zero it "
+        "lies. The residue-level intervals of the torsion errors treat residues as "
         "independent, which neighbours in one chain are not; they are optimistic.",
         "",
         f"Training (`reports/train/metrics.json`): {tr['n_parameters']:,} parameters, "

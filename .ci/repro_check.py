@@ -4,8 +4,10 @@
 The contract (README "Reproducibility", `.ci/tolerances.yaml`):
 
 1. `dvc repro` of the whole default pipeline on this clone;
-2. data stages (fetch, angles, features, split) are byte-identical on every machine: their
-   outputs must have the md5s committed in `dvc.lock`;
+2. the regenerated `dvc.lock` records, for every stage, the same deps (code and data
+   md5s), params and command as the committed one (the committed numbers come from this
+   code); data stages (fetch, angles, features, split) are byte-identical on every
+   machine: their outputs must have the md5s committed in `dvc.lock`;
 3. model stages (train, evaluate, sweep) are byte-identical on one machine; across
    machines (other CPUs dispatch other float kernels) their md5s may differ from the
    committed `dvc.lock`, and then the tracked reports (`reports/*/metrics.json`,
@@ -54,6 +56,19 @@ def lock_outs(lock: dict) -> dict[str, dict[str, str]]:
         name: {o["path"]: o.get("md5", "") for o in stage.get("outs", [])}
         for name, stage in lock.get("stages", {}).items()
     }
+
+
+def lock_inputs(lock: dict) -> dict[str, dict[str, str]]:
+    """stage -> {"dep:<path>": md5, "param:<file>:<key>": value, "cmd": cmd}: what each
+    stage of a parsed dvc.lock was computed from."""
+    out: dict[str, dict[str, str]] = {}
+    for name, stage in lock.get("stages", {}).items():
+        entry = {f"dep:{d['path']}": d.get("md5", "") for d in stage.get("deps", [])}
+        for pfile, values in (stage.get("params") or {}).items():
+            entry.update({f"param:{pfile}:{k}": json.dumps(v, sort_keys=True) for k, v in values.items()})
+        entry["cmd"] = str(stage.get("cmd", ""))
+        out[name] = entry
+    return out
 
 
 def file_hashes(paths: list[str]) -> dict[str, str]:
@@ -105,8 +120,14 @@ def main() -> int:
     model_stages = [s for s in stages if s not in DATA_STAGES]
 
     run("dvc", "repro")
-    first = lock_outs(yaml.safe_load((ROOT / "dvc.lock").read_text()))
+    regenerated = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    first = lock_outs(regenerated)
     failures: list[str] = []
+    # every stage: the committed lock was computed from exactly this code, data and params
+    committed_in, regenerated_in = lock_inputs(committed), lock_inputs(regenerated)
+    for stage in stages:
+        failures += report(f"stage {stage!r} deps/params/cmd: committed dvc.lock vs this run",
+                           committed_in.get(stage, {}), regenerated_in.get(stage, {}))
     for stage in DATA_STAGES:
         if stage not in stages:
             continue

