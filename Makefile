@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: setup repro test repro-check readme bench clean-venv exp exp-show mlflow-ui
+.PHONY: setup repro test repro-check readme bench clean-venv exp exp-show mlflow-ui pull
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ exp: setup
 
 exp-show: setup
 	$(BIN)/dvc exp show --only-changed $(ARGS)
+
+# precomputed data/ and models/ from the DVC remote (see README, "Sharing artifacts"); then
+# `dvc status` is clean and `make repro` recomputes nothing. make pull PULL="fetch angles" for less
+PULL ?= fetch angles features split train
+pull: setup
+	$(BIN)/dvc pull $(PULL)
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db $(ARGS)

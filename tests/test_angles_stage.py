@@ -104,3 +104,24 @@ def test_index_file_outside_raw_dir_is_rejected(tmp_path, demo_raw_dir):
     _write_index(raw, rows)
     with pytest.raises(IndexFileError, match="outside"):
         run_angles(_cfg(tmp_path, raw))
+
+
+def test_workers_1_and_2_write_identical_bytes(tmp_path, demo_raw_dir):
+    """angles.workers: every output byte (records, skipped entry, manifest) is independent of it."""
+    import hashlib
+
+    from conftest import demo_config
+
+    raw, rows = _copy_raw(demo_raw_dir, tmp_path, {"434D", "1DQF", "1EHZ", "1A9N"})
+    (raw / "1A9N.pdb").write_text("garbage\n")
+    _write_index(raw, rows)
+    digests = []
+    for workers in (1, 2):
+        root = tmp_path / f"w{workers}"
+        out = run_angles(demo_config(root, raw, [f"angles.workers={workers}"])).parent
+        digests.append({p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())})
+    assert digests[0] == digests[1]
+    assert set(digests[0]) == {"434D.pt", "1DQF.pt", "1EHZ.pt", "manifest.json"}
+    records = json.loads((tmp_path / "w2" / "angles" / "manifest.json").read_text())["records"]
+    assert records["1A9N"]["status"].startswith("skipped: ")
+    assert [records[r]["residues"] for r in ("1DQF", "1EHZ", "434D")] == [19, 76, 14]

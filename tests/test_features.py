@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from rna_predict.config import Config
-from rna_predict.data.features import base_pair_probabilities, run_features, strands
+from rna_predict.data.features import (
+    base_pair_probabilities,
+    local_pair_probabilities,
+    run_features,
+    strands,
+)
 
 # Yeast tRNA-Phe (PDB 1EHZ chain A, modified residues mapped to parent bases).
 TRNA_PHE = "GCGGAUUUAGCUCAGUUGGGAGAGCGCCAGACUGAAGAUCUGGAGGUCCUGUGUUCGAUCCACAGAAUUCGCACCA"
@@ -41,6 +46,7 @@ def make_cfg(tmp: Path, temperature: float = 37.0) -> Config:
     cfg.angles.out_dir = str(tmp / "angles")
     cfg.features.out_dir = str(tmp / "features")
     cfg.features.temperature = temperature
+    cfg.features.workers = 1
     return cfg
 
 
@@ -142,3 +148,125 @@ def test_run_features_resume_and_invalidation(tmp_path):
     assert not (out / "HAIRPIN.pt").exists()
     assert shas(out)["1EHZ.pt"] != before["1EHZ.pt"]
     assert json.loads((out / "manifest.json").read_text())["temperature"] == 25.0
+
+
+# --------------------------------------------------------------------------- long RNAs
+@pytest.fixture(scope="module")
+def rrna_300(wheel_extra) -> str:
+    """First 300 nt of the 16S rRNA crop 3JBV chain A (rna-tools wheel)."""
+    from rna_predict.data.structure import read_structure
+
+    seq = read_structure(wheel_extra("3JBV")).sequence
+    assert len(seq) == 1530
+    return seq[:300]
+
+
+def span_mask(n: int, span: int) -> np.ndarray:
+    idx = np.arange(n)
+    d = np.abs(idx[:, None] - idx[None, :])
+    return (d <= span) & (d > 0)
+
+
+def test_local_with_whole_sequence_window_equals_global(rrna_300):
+    seq = rrna_300[:120]
+    glob, structure, mfe = base_pair_probabilities(seq)
+    local, l_structure, l_mfe = local_pair_probabilities(seq, window=120, max_bp_span=120)
+    np.testing.assert_allclose(local, glob, atol=2e-6)  # one window = McCaskill on the whole chain
+    assert l_structure == structure and l_mfe == pytest.approx(mfe)
+
+
+def test_local_probabilities_agree_with_global_on_short_range_pairs(rrna_300):
+    glob, _, _ = base_pair_probabilities(rrna_300)
+    local, structure, mfe = local_pair_probabilities(rrna_300, window=240, max_bp_span=160)
+    assert local.dtype == np.float32 and local.shape == (300, 300) and len(structure) == 300
+    np.testing.assert_array_equal(local, local.T)
+    assert np.all(np.diag(local) == 0) and local.min() >= 0
+    assert local.sum(axis=1).max() <= 1 + 1e-5
+    assert local[~span_mask(300, 160) & ~np.eye(300, dtype=bool)].max() == 0  # nothing beyond the span
+    near = span_mask(300, 160)
+    corr = np.corrcoef(glob[near], local[near])[0, 1]
+    assert corr > 0.85, corr  # measured 0.91
+    strong = near & (glob > 0.9)  # 58 pairs; 86% of them have local P > 0.5
+    assert strong.sum() >= 40 and (local[strong] > 0.5).mean() > 0.8
+    sure = near & (local > 0.9)  # 38 pairs, all with global P > 0.5
+    assert sure.sum() >= 20 and (glob[sure] > 0.5).all()
+    # the MFE is that of the span-limited structures, never below the unrestricted MFE
+    assert mfe >= base_pair_probabilities(rrna_300)[2] - 1e-6
+    pairs, stack = [], []
+    for i, ch in enumerate(structure):
+        if ch == "(":
+            stack.append(i)
+        elif ch == ")":
+            pairs.append(i - stack.pop())
+    assert pairs and max(pairs) <= 160
+
+
+def test_local_mode_multistrand_has_no_interstrand_pairs():
+    a, b = "GGGGGGAAAACCCCCC", "GCGCGCAAAAGCGCGC"
+    bpp, structure, mfe = local_pair_probabilities([a, b], window=16, max_bp_span=16)
+    assert bpp.shape == (32, 32) and len(structure) == 32
+    assert bpp[:16, 16:].max() == 0 and bpp[16:, :16].max() == 0
+    assert bpp[0, 15] > 0.5 and bpp[16, 31] > 0.5  # each hairpin folds on its own
+    assert mfe == pytest.approx(local_pair_probabilities(a, window=16, max_bp_span=16)[2]
+                                + local_pair_probabilities(b, window=16, max_bp_span=16)[2])
+
+
+def long_records(rrna_300: str) -> dict[str, tuple[str, list[int]]]:
+    records = demo_records()
+    records["LONG"] = (rrna_300, [0] * 300)
+    records["LONG2"] = (rrna_300, [0] * 150 + [1] * 150)  # as two strands
+    return records
+
+
+def test_run_features_switches_to_local_above_max_global_len(tmp_path, rrna_300):
+    write_angles(tmp_path / "angles", long_records(rrna_300))
+    cfg = make_cfg(tmp_path)
+    cfg.features.max_global_len = 200
+    out = run_features(cfg)
+    manifest = json.loads((out / "manifest.json").read_text())
+    methods = {rid: e["method"] for rid, e in manifest["records"].items()}
+    assert methods == {"1DQF": "global", "1EHZ": "global", "HAIRPIN": "global",
+                       "LONG": "local", "LONG2": "local"}
+    assert (manifest["max_global_len"], manifest["window"], manifest["max_bp_span"]) == (200, 240, 160)
+    assert manifest["records"]["LONG2"]["n_strands"] == 2
+    for rid in ("LONG", "LONG2"):
+        rec = torch.load(out / f"{rid}.pt", weights_only=True)
+        bpp = rec["bpp"]
+        assert bpp.dtype == torch.float32 and bpp.shape == (300, 300) and len(rec["mfe_structure"]) == 300
+        assert torch.equal(bpp, bpp.T) and float(bpp.sum(1).max()) <= 1 + 1e-5
+    two = torch.load(out / "LONG2.pt", weights_only=True)["bpp"]
+    assert float(two[:150, 150:].abs().max()) == 0  # local mode: strands folded separately
+    # changing a local-mode setting recomputes only the local records
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")}
+    cfg.features.window = 200
+    run_features(cfg)
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")}
+    assert {n for n in mtimes if after[n] != mtimes[n]} == {"LONG.pt", "LONG2.pt"}
+    # raising the threshold above every length brings back the global matrices
+    cfg.features.max_global_len = 1000
+    run_features(cfg)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {e["method"] for e in manifest["records"].values()} == {"global"}
+    glob = torch.load(out / "LONG.pt", weights_only=True)["bpp"].numpy()
+    np.testing.assert_array_equal(glob, base_pair_probabilities(rrna_300)[0])
+
+
+def test_workers_1_and_2_write_identical_bytes(tmp_path, rrna_300):
+    write_angles(tmp_path / "angles", long_records(rrna_300), skipped=("1XXX",))
+    (tmp_path / "angles" / "BROKEN.pt").write_bytes(b"not a torch file")
+    manifest = json.loads((tmp_path / "angles" / "manifest.json").read_text())
+    manifest["records"]["BROKEN"] = {"status": "ok"}
+    (tmp_path / "angles" / "manifest.json").write_text(json.dumps(manifest))
+    digests = []
+    for workers in (1, 2):
+        cfg = make_cfg(tmp_path)
+        cfg.features.out_dir = str(tmp_path / f"features_{workers}")
+        cfg.features.workers = workers
+        cfg.features.max_global_len = 200
+        digests.append({name: hashlib.md5((Path(cfg.features.out_dir) / name).read_bytes()).hexdigest()
+                        for name in shas(run_features(cfg))})
+    assert digests[0] == digests[1]
+    assert set(digests[0]) == {"1DQF.pt", "1EHZ.pt", "HAIRPIN.pt", "LONG.pt", "LONG2.pt", "manifest.json"}
+    records = json.loads((tmp_path / "features_2" / "manifest.json").read_text())["records"]
+    assert records["BROKEN"]["status"].startswith("skipped: ") and "BROKEN.pt" in records["BROKEN"]["status"]
+    assert str(tmp_path) not in json.dumps(records)

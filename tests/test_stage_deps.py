@@ -29,15 +29,17 @@ DVC_YAML = REPO / "dvc.yaml"
 SRC_PREFIX = "src/"
 
 #: data (non-source) deps of each stage: what its code reads besides the package
+#: (``lists/`` holds the id lists of ``data.id_list``; ``pretrained/`` the starting weights
+#: of ``training.init_from`` and local TorsionBERT checkpoints)
 DATA_DEPS = {
-    "fetch": [],
+    "fetch": ["lists"],
     "angles": ["data/raw"],
     "features": ["data/angles"],
     "split": ["data/angles"],
-    "train": ["data/angles", "data/features", "data/splits"],
-    "evaluate": ["data/angles", "data/features", "data/splits",
+    "train": ["data/angles", "data/features", "data/splits", "pretrained"],
+    "evaluate": ["data/angles", "data/features", "data/splits", "models/adapters.safetensors",
                  "models/model.safetensors", "models/model_config.json"],
-    "sweep": ["data/angles", "data/features", "data/splits"],
+    "sweep": ["data/angles", "data/features", "data/splits", "pretrained"],
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from rna_predict.data.atom_layout import BB, SLOT
 from rna_predict.data.modified import parent_base
-from rna_predict.data.structure import StructureError, read_structure
+from rna_predict.data.structure import StructureError, StructureFileError, read_structure
 
 
 def test_demo_set_has_912_nucleotides(demo_raw_dir):
@@ -95,6 +95,76 @@ def test_truncated_file_is_reported(tmp_path, demo_raw_dir):
     cut.write_text("\n".join(lines[: atoms[300]]) + "\nATOM    301  C4'   G A  15      1")
     with pytest.raises(StructureError, match=f"{cut}: cannot parse structure file: .*line"):
         read_structure(cut)
+
+
+def _cut_cif(text: str, keep: int) -> str:
+    """First ``keep`` characters of the line that holds the 300th atom, and all before it."""
+    start = [i for i in range(len(text)) if text.startswith("\nATOM ", i)][299] + 1
+    return text[: start + keep]
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("cut_after_ATO.pdb", lambda pdb, cif: pdb[:3000],
+     "truncated at line 38: 'ATO' is not a PDB record"),
+    ("short_atom.pdb", lambda pdb, cif: pdb[:2960],
+     "truncated at line 37: ATOM record has 44 of the 54 characters up to the z coordinate"),
+    ("cut_mid_line.cif", lambda pdb, cif: _cut_cif(cif, 40),
+     "line 1322 ends mid-line ('ATOM   364  P  P     . G   A 1 18 ? 81.8')"),
+    ("partial_row.cif", lambda pdb, cif: _cut_cif(cif, 40) + "\n",
+     "Wrong number of values in loop _atom_site"),
+    ("open_text_field.cif", lambda pdb, cif: cif[: cif.index("\n;") + 12] + "\n",
+     "unterminated text field"),
+    ("cut.cif.gz", lambda pdb, cif: gzip.compress(cif.encode(), mtime=0)[:20000], "cannot read file"),
+])
+def test_truncated_files_name_the_file(tmp_path, demo_raw_dir, wheel_extra, name, make, message):
+    """A file that ends inside a record is an error (gemmi alone would read a partial file)."""
+    pdb = (demo_raw_dir / "434D.pdb").read_text()
+    cif = wheel_extra("1EHZ_CIF").read_text()
+    body = make(pdb, cif)
+    path = tmp_path / name
+    path.write_bytes(body if isinstance(body, bytes) else body.encode())
+    with pytest.raises(StructureFileError) as err:
+        read_structure(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_torsions_cli_on_truncated_file_exits_nonzero_without_traceback(tmp_path, demo_raw_dir):
+    import subprocess
+    import sys
+
+    cut = tmp_path / "434D_3000.pdb"
+    cut.write_bytes((demo_raw_dir / "434D.pdb").read_bytes()[:3000])
+    proc = subprocess.run([sys.executable, "-m", "rna_predict.cli", "torsions", str(cut)],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"ERROR rna_predict: {cut}: cannot parse structure file: truncated at line 38: "
+        "'ATO' is not a PDB record"]
+
+
+def test_complete_files_without_final_newline_are_accepted(tmp_path, demo_raw_dir, wheel_extra):
+    pdb = tmp_path / "434D.pdb"
+    pdb.write_text((demo_raw_dir / "434D.pdb").read_text().rstrip("\n"))
+    assert len(read_structure(pdb)) == 14
+    cif = tmp_path / "1EHZ.cif"
+    cif.write_text(wheel_extra("1EHZ_CIF").read_text().rstrip())  # ends with the '#' separator
+    assert len(read_structure(cif)) == 76
+
+
+def test_model_and_chain_selection(tmp_path, demo_raw_dir):
+    atoms = _atoms(demo_raw_dir / "434D.pdb")
+    shifted = [l[:30] + f"{float(l[30:38]) + 50:8.3f}" + l[38:] for l in atoms]
+    nmr = tmp_path / "nmr.pdb"
+    nmr.write_text("MODEL        1\n" + "\n".join(atoms) + "\nENDMDL\nMODEL        2\n"
+                   + "\n".join(shifted) + "\nENDMDL\nEND\n")
+    one, two = read_structure(nmr, model=1), read_structure(nmr, model=2)
+    assert np.allclose(two.coords[two.atom_mask][:, 0] - one.coords[one.atom_mask][:, 0], 50)
+    assert two.warnings == [] and len(two) == 14
+    assert len(read_structure(nmr, chains=["B"], model=2)) == 7
+    with pytest.raises(StructureError, match=r"nmr.pdb: model 3 not found \(has \[1, 2\]\)"):
+        read_structure(nmr, model=3)
+    with pytest.raises(StructureError, match=r"chains \['C'\] not found \(has \['A', 'B'\]\)"):
+        read_structure(nmr, chains=["A", "C"])
 
 
 def test_first_model_and_altloc_a_only(tmp_path, demo_raw_dir):

@@ -40,8 +40,8 @@ def test_sweep_reproduces_and_nests_trials_in_mlflow(demo_cfg, tmp_path, monkeyp
     assert (trials.parent / "score.png").read_bytes()[:4] == b"\x89PNG"
     first = {p: (trials.parent / p).read_bytes() for p in ("trials.csv", "best_params.yaml")}
 
-    # from scratch (fresh storage) with the same params: identical reports
-    cfg2 = demo_cfg(TINY + [f"sweep.storage=sqlite:///{tmp_path / 'fresh.db'}",
+    # from scratch (fresh storage, a journal file this time) with the same params: identical reports
+    cfg2 = demo_cfg(TINY + [f"sweep.storage={tmp_path / 'fresh.journal'}",
                             f"sweep.out_dir={tmp_path / 'again'}"])
     again = _run(cfg2).parent
     for name, data in first.items():
@@ -62,6 +62,89 @@ def test_sweep_reproduces_and_nests_trials_in_mlflow(demo_cfg, tmp_path, monkeyp
 
 
 # --- study key: a changed dataset or code never reloads old trials (unit level, no trials run)
+
+def test_reserved_trials_sample_like_plain_optimize(tmp_path):
+    """One worker's reserve-then-optimize loop proposes, prunes and scores exactly what a
+    plain ``study.optimize(n_trials)`` does (TPE past its 10 random start-up trials)."""
+    import math
+
+    import optuna
+
+    from rna_predict.sweep.run_sweep import _reserve_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial):
+        x = trial.suggest_float("w_angle", 0.1, 2.0, log=True)
+        y = trial.suggest_float("w_diffusion", 0.1, 2.0, log=True)
+        for step in range(3):
+            trial.report(math.log(x) ** 2 + (y - 0.5) ** 2 + 0.1 / (step + 1), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return math.log(x) ** 2 + (y - 0.5) ** 2
+
+    def study():
+        return optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0),
+                                   pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+
+    plain = study()
+    plain.optimize(objective, n_trials=14)
+    looped = study()
+    while _reserve_trial(looped, 14, tmp_path / "lock"):
+        looped.optimize(objective, n_trials=1)
+    assert [(t.state, t.params, t.value) for t in looped.trials] == [
+        (t.state, t.params, t.value) for t in plain.trials]
+    assert {t.state.name for t in plain.trials} == {"COMPLETE", "PRUNED"}
+
+
+def test_two_workers_share_one_study(demo_cfg, tmp_path, monkeypatch):
+    """sweep.workers=2: two processes, one journal-file study, exactly n_trials trials."""
+    import optuna
+
+    from rna_predict.sweep.run_sweep import WORKER_ATTR, open_storage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    n = 4
+    cfg = demo_cfg([o for o in TINY if not o.startswith("sweep.n_trials")]
+                   + [f"sweep.n_trials={n}", "sweep.workers=2", f"sweep.storage={tmp_path / 'study.journal'}"])
+    trials = _run(cfg)
+
+    rows = list(csv.DictReader(open(trials)))
+    assert [r["number"] for r in rows] == [str(i) for i in range(n)]
+    assert {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
+    weights = {(r["training.w_angle"], r["training.w_diffusion"]) for r in rows}
+    assert len(weights) == n  # the workers' samplers are seeded apart: no trial proposed twice
+    best = yaml.safe_load(open(trials.parent / "best_params.yaml"))
+    assert best["n_trials"] == n and best["best_trial"] in range(n)
+    assert sorted(p.name for p in (tmp_path / "reports/sweep").iterdir()) == [
+        "best_params.yaml", "score.png", "trials.csv"]
+
+    # the study itself: n trials, none left running or failed, run by two processes
+    storage, _ = open_storage(cfg.sweep.storage)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert len(study.trials) == n
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    workers = {t.user_attrs[WORKER_ATTR] for t in study.trials}
+    assert len(workers) == 2, workers
+    # each trial trained once, in its own work dir
+    assert sorted(p.name for p in (tmp_path / ".optuna" / summary.study_name).iterdir()) == [
+        f"trial_{i:03d}" for i in range(n)]
+
+    # MLflow: one parent run, one child per trial (numbers 0..n-1 once each), all ended
+    import mlflow
+
+    client = mlflow.MlflowClient(cfg.training.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.training.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("stage") == "sweep"]
+    assert parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(int(c.data.tags["number"]) for c in children) == list(range(n))
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert len(runs) == n + 1
+
 
 def _key_fixture(tmp_path):
     """A Config over tiny split/record files under tmp_path and a copy of the package."""

@@ -302,3 +302,32 @@ def test_train_cli_prints_each_log_line_once_without_ads(demo_records, demo_raw_
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     (run,) = client.search_runs([exp.experiment_id])
     assert run.data.tags["stage"] == "train" and run.info.status == "FINISHED"
+
+
+# ------------------------------------------------------------------ mixed precision
+def test_bf16_mixed_trains_on_cpu_with_finite_losses(demo_cfg, no_env_tracking):
+    """`training.precision=bf16-mixed`: matmuls run in bfloat16 under autocast (seen on a
+    Pairformer linear layer), the weights stay float32 and every logged loss is finite."""
+    import math
+
+    import lightning as L
+    import torch
+
+    from rna_predict.train.run_train import fit
+
+    class DtypeProbe(L.Callback):
+        dtypes: set = set()
+
+        def on_train_start(self, trainer, pl_module):
+            layer = pl_module.model.pairformer.blocks[0].tri_mul_out.out
+            layer.register_forward_hook(lambda m, i, o: self.dtypes.add(o.dtype))
+
+    probe = DtypeProbe()
+    cfg = demo_cfg(TINY + ["training.precision=bf16-mixed", "training.max_steps=2"])
+    module, trainer = fit(cfg, callbacks=[probe], enable_progress_bar=False)
+    assert trainer.global_step == 2 and probe.dtypes == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in module.model.parameters())
+    row = module.history[-1]
+    for key in ("train/total", "train/L_angle", "train/L_diffusion", "val/loss", "val/angle_mae"):
+        assert math.isfinite(row[key]), key
+    assert all(torch.isfinite(p).all() for p in module.model.parameters())

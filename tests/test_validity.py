@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rna_predict.evaluate.validity import CLASH_DISTANCE, clash_free_fraction
+from rna_predict.evaluate.validity import CLASH_DISTANCE, clash_free_fraction, link_and_clash_stats
 
 
 def _brute_force(positions: list[np.ndarray]) -> float:
@@ -70,3 +70,39 @@ def test_clash_free_fraction_large_input():
     # the answer on a window agrees with brute force
     window = pos[1000:1080]
     assert clash_free_fraction(window) == pytest.approx(_brute_force(window), abs=0)
+
+
+def _stats_per_residue(path) -> dict[str, float]:
+    """The statistics from one MDAnalysis AtomGroup per residue (the former loop)."""
+    import warnings
+
+    import MDAnalysis as mda
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        u = mda.Universe(str(path))
+    links = []
+    res = list(u.residues)
+    for a, b in zip(res, res[1:]):
+        if a.segid != b.segid or a.atoms.chainIDs[0] != b.atoms.chainIDs[0]:
+            continue
+        o3, p = a.atoms.select_atoms("name O3'"), b.atoms.select_atoms("name P")
+        if len(o3) and len(p):
+            links.append(float(np.linalg.norm(o3.positions[0] - p.positions[0])))
+    links = np.asarray(links)
+    return {"residues": float(len(res)), "links": float(len(links)),
+            "links_ok_fraction": float((np.abs(links - 1.6) <= 0.2).mean()),
+            "link_median_A": float(np.median(links)),
+            "pairs_without_clash_fraction": _brute_force([r.atoms.positions for r in res])}
+
+
+@pytest.mark.parametrize("rid", ["434D", "1EHZ", "1KXK", "6Y2L"])
+def test_link_and_clash_stats_match_the_per_residue_computation(demo_raw_dir, rid):
+    path = demo_raw_dir / f"{rid}.pdb"
+    got, expected = link_and_clash_stats(path), _stats_per_residue(path)
+    # counts and fractions identical; distances now in float64 (were float32)
+    assert got == pytest.approx(expected, rel=1e-6, abs=0)
+    exact = ("residues", "links", "links_ok_fraction", "pairs_without_clash_fraction")
+    assert {k: got[k] for k in exact} == {k: expected[k] for k in exact}
+    if rid == "434D":
+        assert got["links"] == got["residues"] - 2  # no link across the strand break

@@ -1,4 +1,5 @@
-"""``rna-predict``: one subcommand per DVC stage, plus ``torsions`` and ``predict``.
+"""``rna-predict``: one subcommand per DVC stage, plus ``torsions``, ``predict``,
+``benchmark`` and ``score``.
 
 Stage subcommands take Hydra-style overrides (``key=value``, the grammar of
 ``dvc exp run -S``) applied to ``params.yaml``. Heavy modules (torch, Lightning) are
@@ -25,20 +26,28 @@ STAGE_HELP: dict[str, dict[str, str]] = {
         "summary": "download or collect the raw RNA structures (data.source: demo | local | rcsb)",
         "reads": "nothing from the pipeline; the source named by data.source: demo = the\n"
                  "pinned rna-tools wheel (pip, sha256-checked, cached in $RNA_PREDICT_CACHE),\n"
-                 "local = files in data.local_dir, rcsb = data.pdb_ids from data.rcsb_url",
-        "params": "data",
-        "writes": "data/raw/<ID>.pdb|.cif, data/raw/index.csv, data/raw/fetch_report.json",
+                 "local = files in data.local_dir, rcsb = data.pdb_ids and the data.id_list\n"
+                 "file (BGSU nrlist CSV, or PDBID / PDBID_CHAIN lines; keep it in lists/)\n"
+                 "from data.rcsb_url with data.workers concurrent downloads",
+        "params": "data.source, data.raw_dir, data.local_dir, data.pdb_ids, data.id_list,\n"
+                  "data.rcsb_url, data.file_format, data.timeout_s, data.retries\n"
+                  "(data.workers too, outside DVC's params: outputs do not depend on it)",
+        "writes": "data/raw/<PDBID>.pdb|.cif|.cif.gz, data/raw/index.csv (one row per record),\n"
+                  "data/raw/fetch_report.json",
     },
     "angles": {
         "summary": "parse structures into records: canonical atoms, torsions, chain breaks",
         "reads": "data/raw/ (index.csv and the structures it lists)",
-        "params": "angles",
+        "params": "angles.backend, angles.out_dir, angles.link_cutoff (angles.workers too,\n"
+                  "outside DVC's params: outputs are byte-identical for any count)",
         "writes": "data/angles/<ID>.pt, data/angles/manifest.json",
     },
     "features": {
         "summary": "Stage A: ViennaRNA base-pair probabilities per record",
         "reads": "data/angles/",
-        "params": "features",
+        "params": "features.out_dir, features.temperature, features.max_global_len,\n"
+                  "features.window, features.max_bp_span (features.workers too, outside\n"
+                  "DVC's params: outputs are byte-identical for any count)",
         "writes": "data/features/<ID>.pt, data/features/manifest.json",
     },
     "split": {
@@ -49,16 +58,19 @@ STAGE_HELP: dict[str, dict[str, str]] = {
     },
     "train": {
         "summary": "train the model with Lightning (resumes from a matching checkpoint)",
-        "reads": "data/angles/, data/features/, data/splits/ (train.csv, val.csv)",
+        "reads": "data/angles/, data/features/, data/splits/ (train.csv, val.csv),\n"
+                 "pretrained/ (training.init_from, model.torsionbert_path checkpoints)",
         "params": "seed, model, training",
         "writes": "models/model.safetensors, models/model_config.json,\n"
+                  "models/adapters.safetensors (LoRA adapters; no tensors when LoRA is off),\n"
                   "reports/train/ (metrics.json, history.csv)",
         "also": "checkpoints/ (training.checkpoint_dir; not a DVC output) and an MLflow run\n"
                 "(stage=train) in training.tracking_uri (default sqlite:///mlflow.db)",
     },
     "evaluate": {
         "summary": "score the trained model on the test split against two baselines",
-        "reads": "models/model.safetensors, models/model_config.json, data/angles/,\n"
+        "reads": "models/model.safetensors, models/model_config.json,\n"
+                 "models/adapters.safetensors, data/angles/,\n"
                  "data/features/, data/splits/ (test.csv; train.csv for the baselines)",
         "params": "seed, eval, training.out_dir (the model), training.num_threads,\n"
                   "training.accelerator",
@@ -68,10 +80,11 @@ STAGE_HELP: dict[str, dict[str, str]] = {
     },
     "sweep": {
         "summary": "Optuna study over the loss weights (sweep.space)",
-        "reads": "data/angles/, data/features/, data/splits/",
+        "reads": "data/angles/, data/features/, data/splits/, pretrained/",
         "params": "seed, model, training, sweep",
         "writes": "reports/sweep/ (trials.csv, best_params.yaml, score.png)",
-        "also": "the study in sweep.storage (default sqlite:///.optuna/sweep.db, resumable),\n"
+        "also": "the study in sweep.storage (default .optuna/sweep.journal, an Optuna journal\n"
+                "file safe for sweep.workers processes; sqlite:/// or an RDB URL also work),\n"
                 "trial work dirs under .optuna/, and an MLflow parent run with one nested run\n"
                 "per trial in training.tracking_uri",
     },
@@ -177,6 +190,12 @@ def cmd_torsions(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference.predict import read_fasta, run_predict
 
+    if args.kaggle:
+        from .inference.kaggle import predict_kaggle
+
+        print(predict_kaggle(Path(args.model_dir), Path(args.kaggle), Path(args.out),
+                             steps=args.steps, seed=args.seed, refine_steps=args.refine_steps))
+        return 0
     if args.fasta:
         entries = read_fasta(args.fasta)
         if len(entries) != 1:
@@ -204,20 +223,56 @@ _PREDICT_DESCRIPTION = """\
 Predict all-atom structures for one sequence with the trained model (outside the pipeline).
 
 reads : --model-dir (default models/): model.safetensors and model_config.json written
-        by `rna-predict train`; the sequence from --sequence or --fasta (one record)
+        by `rna-predict train`; the sequence from --sequence or --fasta (one record), or
+        with --kaggle a Kaggle Stanford RNA 3D sequences CSV (target_id,sequence,...)
 params: none (params.yaml is not read; the options below set sampling)
 writes: --out in the format its suffix names: .pdb/.ent PDB, .cif/.mmcif mmCIF (any
-        other suffix is an error); with --samples N > 1: OUT_1.<ext> .. OUT_N.<ext>"""
+        other suffix is an error); with --samples N > 1: OUT_1.<ext> .. OUT_N.<ext>;
+        with --kaggle the submission CSV (ID,resname,resid,x_1,y_1,z_1..x_5,y_5,z_5:
+        five C1' predictions per residue)"""
 
 _PREDICT_EPILOG = """\
 examples:
   rna-predict predict --sequence GGCGAAAGCC --out pred.pdb --samples 5
-  rna-predict predict --fasta seq.fa --out pred.cif --refine-steps 200"""
+  rna-predict predict --fasta seq.fa --out pred.cif --refine-steps 200
+  rna-predict predict --kaggle test_sequences.csv --out submission.csv"""
+
+_BENCHMARK_DESCRIPTION = """\
+Score the trained model and both baselines on a directory of native structures
+(outside the pipeline): the metrics of `evaluate`, with a leakage guard.
+
+reads : --natives DIR (.pdb/.ent/.cif/.mmcif, optionally .gz; one target per file, all
+        RNA chains predicted as one complex), models/model.safetensors and
+        model_config.json (training.out_dir), data/angles/ and data/splits/train.csv
+        (baselines and identity to the training records)
+params: seed, eval (steps, refine_steps, samples unless --samples, bootstrap_samples),
+        split.max_identity, angles, features.temperature, training.out_dir
+writes: --out (default reports/benchmark/<name of DIR>): summary.json, per_target.csv,
+        tm_per_target.png, tm_vs_length.png, structures/<id>_s<k>.pdb
+also  : an MLflow run (stage=benchmark) in training.tracking_uri"""
+
+_BENCHMARK_EPILOG = """\
+targets more than split.max_identity identical to a training record are flagged in
+per_target.csv and left out of summary.json unless --include-similar.
+examples:
+  rna-predict benchmark --natives natives/ --samples 5
+  rna-predict benchmark --natives natives/ --out reports/benchmark/puzzles eval.steps=50"""
+
+_SCORE_DESCRIPTION = """\
+Score a Kaggle Stanford RNA 3D submission against labels (outside the pipeline): per
+target the best over the 5 predictions of the best over the reference conformations of
+the C1' TM-score (US-align -TMscore 1, RNA d0, normalised by the observed residues).
+
+reads : --labels (ID,resname,resid,x_1,y_1,z_1,... one or more conformations, -1e18 =
+        missing) and --submission (ID,resname,resid,x_1,y_1,z_1..x_5,y_5,z_5)
+params: none (params.yaml is not read)
+writes: --out (default scores.csv: target_id,length,n_references,score) and the
+        per-target and mean scores on stdout"""
 
 
 _DESCRIPTION = """\
 rna-predict: one subcommand per DVC stage (fetch, angles, features, split, train,
-evaluate, sweep), plus torsions and predict for users. Stage subcommands read
+evaluate, sweep), plus torsions, predict, benchmark and score for users. Stage subcommands read
 params.yaml and take overrides in the grammar of `dvc exp run -S` (key=value)."""
 
 
@@ -247,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = pr.add_mutually_exclusive_group(required=True)
     src.add_argument("--sequence", help="RNA sequence (ACGU, T read as U; '&' between strands)")
     src.add_argument("--fasta", help="FASTA file with one sequence")
+    src.add_argument("--kaggle", metavar="CSV",
+                     help="Kaggle sequences CSV: write a submission (5 C1' predictions per "
+                          "residue) to --out")
     pr.add_argument("--out", required=True,
                     help="output path; .pdb/.ent write PDB, .cif/.mmcif write mmCIF")
     pr.add_argument("--samples", type=int, default=1, help="structures to sample (default 1)")
@@ -256,7 +314,44 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torsion-space refinement steps per sample (0: raw diffusion output)")
     pr.add_argument("--model-dir", default="models",
                     help="directory with model.safetensors and model_config.json (default models)")
+    b = sub.add_parser("benchmark", help="score the model on a directory of native structures",
+                       description=_BENCHMARK_DESCRIPTION, epilog=_BENCHMARK_EPILOG,
+                       formatter_class=raw)
+    b.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides of params.yaml (Hydra / `dvc exp run -S` grammar)")
+    b.add_argument("--natives", required=True, metavar="DIR", help="directory of PDB/mmCIF natives")
+    b.add_argument("--samples", type=int, default=None,
+                   help="structures sampled per target (default eval.samples)")
+    b.add_argument("--out", default=None,
+                   help="output directory (default reports/benchmark/<name of DIR>)")
+    b.add_argument("--include-similar", action="store_true",
+                   help="keep targets above split.max_identity to a training record in the summary")
+    b.add_argument("--params", default="params.yaml", help="parameter file (default params.yaml)")
+    sc = sub.add_parser("score", help="score a Kaggle submission (best-of-5 C1' TM-score)",
+                        description=_SCORE_DESCRIPTION, formatter_class=raw)
+    sc.add_argument("--labels", required=True, help="labels CSV (one or more conformations)")
+    sc.add_argument("--submission", required=True, help="submission CSV (5 predictions)")
+    sc.add_argument("--out", default="scores.csv", help="per-target scores CSV (default scores.csv)")
     return parser
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .evaluate.kaggle_score import run_score
+
+    rows, mean = run_score(Path(args.labels), Path(args.submission), Path(args.out))
+    print(f"{'target_id':<16} {'length':>6} {'refs':>4} {'score':>8}")
+    for r in rows:
+        print(f"{r['target_id']:<16} {r['length']:>6} {r['n_references']:>4} {r['score']:>8.4f}")
+    print(f"{'mean':<16} {'':>6} {'':>4} {mean:>8.4f}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace, cfg) -> int:
+    from .evaluate.benchmark import run_benchmark
+
+    out = run_benchmark(cfg, Path(args.natives), args.out, args.samples, args.include_similar)
+    log.info("benchmark: wrote %s", out)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,9 +366,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_torsions(args)
         if args.command == "predict":
             return cmd_predict(args)
+        if args.command == "score":
+            return cmd_score(args)
         from .config import load_config
 
         cfg = load_config(args.overrides, params=args.params)
+        if args.command == "benchmark":
+            return cmd_benchmark(args, cfg)
         out = _stage(args.command, cfg)
         log.info("%s: wrote %s", args.command, out)
         return 0

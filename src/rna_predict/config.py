@@ -28,8 +28,10 @@ class DataConfig:
     raw_dir: str = "data/raw"
     local_dir: str = ""
     pdb_ids: list[str] = field(default_factory=list)
+    id_list: str = ""  # BGSU representative-set CSV, or one PDBID / PDBID_CHAIN per line
+    workers: int = 4  # concurrent rcsb downloads
     rcsb_url: str = "https://files.rcsb.org/download"
-    file_format: str = "cif"  # for rcsb: cif | pdb
+    file_format: str = "cif"  # for rcsb: cif | pdb | cif.gz | pdb.gz
     timeout_s: float = 60.0
     retries: int = 3
 
@@ -39,12 +41,17 @@ class AnglesConfig:
     backend: str = "mdanalysis"  # mdanalysis | dssr
     out_dir: str = "data/angles"
     link_cutoff: float = LINK_CUTOFF  # O3'(i-1)-P(i) distance (A) under which residues are linked
+    workers: int = 2  # worker processes; outputs are byte-identical for any count
 
 
 @dataclass
 class FeaturesConfig:
     out_dir: str = "data/features"
     temperature: float = 37.0
+    workers: int = 2  # worker processes; outputs are byte-identical for any count
+    max_global_len: int = 1000  # longer records use local (windowed) base-pair probabilities
+    window: int = 240  # RNAplfold-style window size W for local probabilities
+    max_bp_span: int = 160  # largest base-pair span L for local probabilities
 
 
 @dataclass
@@ -53,6 +60,22 @@ class SplitConfig:
     fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     max_identity: float = 0.8
     min_per_split: int = 2
+    kmer: int = 6  # seed length of the split's identity prefilter (data/split.py)
+    min_identity_length: int = 30  # identity denominator floor (data/split.py)
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA adapters (Hu et al. 2021) through ``peft``; see ``rna_predict.model.lora``."""
+
+    enabled: bool = False
+    r: int = 8  # adapter rank
+    alpha: float = 16.0  # scaling alpha / r
+    dropout: float = 0.0
+    # module-name suffixes matched inside the torsion backbone: BERT query/key/value,
+    # the native encoder's fused qkv and its attention output projection
+    targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "qkv", "out"])
+    pairformer: bool = False  # also adapt every nn.Linear of the Pairformer
 
 
 @dataclass
@@ -79,6 +102,11 @@ class ModelConfig:
     dropout: float = 0.0
     sigma_data: float = 16.0
     use_nerf_coords: bool = True
+    chunk_size: int = 0  # rows per chunk in triangle attention / multiplication (0 = off)
+    torsion_backbone: str = "native"  # native | torsionbert (pretrained transformers checkpoint)
+    torsionbert_path: str = ""  # local directory or hub id of the TorsionBERT checkpoint
+    trust_remote_code: bool = False  # run the checkpoint's own Python code (needed by the public one)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass
@@ -91,18 +119,25 @@ class TrainingConfig:
     max_steps: int = -1
     batch_size: int = 2
     crop: int = 48
+    crop_mode: str = "contiguous"  # contiguous | spatial | mixed (data/dataset.py, AF3 SI 2.7)
+    spatial_crop_fraction: float = 0.5  # mixed: share of records cropped spatially
     noise_copies: int = 4
     precision: str = "32-true"
     accelerator: str = "cpu"
     devices: Any = 1
     strategy: str = "auto"
+    num_nodes: int = 1  # multi-node DDP: nodes launched by torchrun or SLURM
     num_threads: int = 2
+    activation_checkpointing: bool = False  # recompute Pairformer / diffusion blocks in backward
     grad_clip: float = 1.0
     checkpoint_dir: str = "checkpoints"
     out_dir: str = "models"
     report_dir: str = "reports/train"
+    # MLFLOW_TRACKING_URI wins; '' = off; a relative sqlite:/// path is relative to the repository
+    # root ($DVC_ROOT, also inside `dvc exp run --queue/--temp` copies), with a 60 s busy timeout
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "rna-predict"
+    init_from: str = ""  # model.safetensors of a trained model to start from (fine-tuning)
 
 
 @dataclass
@@ -122,11 +157,15 @@ class SweepConfig:
     space: dict[str, list[float]] = field(
         default_factory=lambda: {"w_angle": [0.1, 2.0], "w_diffusion": [0.1, 2.0]}
     )
-    storage: str = "sqlite:///.optuna/sweep.db"
+    # a path: Optuna journal file (several processes on one machine); sqlite:///...: SQLite
+    # with a 60 s busy timeout; any other RDB URL (postgresql://...): workers on several machines
+    storage: str = ".optuna/sweep.journal"
     study_name: str = "rna-predict-sweep"
     out_dir: str = "reports/sweep"
     eval_samples: int = 1
     eval_steps: int = 20
+    # worker processes sharing the study and the n_trials budget (1: sequential, reproducible)
+    workers: int = 1
 
 
 @dataclass

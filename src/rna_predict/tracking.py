@@ -25,7 +25,8 @@ import math
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,104 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
 
+#: SQLite busy timeout (s) added to local ``sqlite:///`` tracking URIs: a writer waits this
+#: long for another process's write lock instead of failing with "database is locked"
+SQLITE_TIMEOUT_S = 60
+
+
+def tracking_root() -> Path:
+    """The directory relative tracking paths are resolved against: ``$DVC_ROOT`` when set,
+    else the working directory.
+
+    DVC sets ``DVC_ROOT`` for every stage command; for ``dvc exp run --queue`` / ``--temp``
+    it is the root of the user's repository, not the temporary copy the stage runs in
+    (``dvc/repo/experiments/queue/base.py``), so a run there still reaches the user's
+    ``mlflow.db`` instead of one deleted with the copy.
+    """
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
+def _sqlite_uri(uri: str) -> tuple[str, str] | None:
+    """(path, query) of a local ``sqlite:///`` URI (path relative unless it starts with /)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path, _, query = uri[len("sqlite:///"):].partition("?")
+    return path, query
+
+
 def resolve_tracking_uri(cfg: Config) -> str:
-    """``MLFLOW_TRACKING_URI`` from the environment if set, else ``training.tracking_uri``."""
+    """The configured tracking URI: ``MLFLOW_TRACKING_URI`` from the environment if set,
+    else ``training.tracking_uri``; empty means tracking is off. Connect with
+    :func:`tracking_store_uri`, which makes a local SQLite path absolute."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     return env if env is not None else cfg.training.tracking_uri
+
+
+def tracking_store_uri(cfg: Config) -> str:
+    """The URI every run is written to: :func:`resolve_tracking_uri`, with a local SQLite
+    URI made absolute and given a busy timeout.
+
+    A relative path (``sqlite:///mlflow.db``) is resolved against :func:`tracking_root`
+    (the user's repository, even inside a DVC experiment's temporary copy), and
+    ``?timeout=60`` is added unless the URI sets one, so concurrent writers (queued
+    experiments, sweep workers) wait for SQLite's write lock instead of failing
+    (SQLAlchemy's pysqlite dialect passes the parameter to ``sqlite3.connect``). Other
+    URIs (a tracking server, another database) are returned unchanged.
+    """
+    uri = resolve_tracking_uri(cfg)
+    parts = _sqlite_uri(uri)
+    if parts is None or parts[0] in ("", ":memory:"):
+        return uri
+    path, query = parts
+    if not path.startswith("/"):
+        path = (tracking_root() / path).as_posix()
+    if "timeout=" not in query:
+        query = "&".join(q for q in (query, f"timeout={SQLITE_TIMEOUT_S}") if q)
+    return f"sqlite:///{path}?{query}"
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """For a local SQLite store: an exclusive ``fcntl.flock`` on a lock file named after the
+    database (in the system temp dir), held while a process opens the store. MLflow creates
+    and migrates the tables on first use; two processes doing it at once fail ("duplicate
+    column name"), which the busy timeout does not prevent. Other stores: no lock."""
+    parts = _sqlite_uri(uri)
+    if parts is None or not parts[0].startswith("/"):
+        yield
+        return
+    import fcntl
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(parts[0].encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"rna-predict-mlflow-{digest}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def mlflow_client(uri: str):
+    """``MlflowClient(tracking_uri=uri)``, built under :func:`_store_lock`: the client opens
+    the store at once, and a new SQLite store creates its tables then."""
+    from mlflow.tracking import MlflowClient
+
+    with _store_lock(uri):
+        return MlflowClient(tracking_uri=uri)
+
+
+def _artifact_location(uri: str, name: str) -> str | None:
+    """Artifact folder of a new experiment in a local SQLite store: ``mlruns/<name>`` next
+    to the database (MLflow's default, ``./mlruns`` of the creating process, would be the
+    temporary copy of a queued DVC experiment); None (MLflow's default) for other stores."""
+    parts = _sqlite_uri(uri)
+    if parts is None or not parts[0].startswith("/"):
+        return None
+    from urllib.parse import quote
+
+    return (Path(parts[0]).parent / "mlruns" / quote(name, safe="")).as_uri()
 
 
 def git_commit() -> str | None:
@@ -89,14 +184,18 @@ def ensure_experiment(client: Any, name: str) -> str:
     """
     from mlflow.exceptions import MlflowException
 
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-        except MlflowException:  # created meanwhile by another worker
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
+    # under the lock: one process creates the experiment
+    with _store_lock(client.tracking_uri):
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return client.create_experiment(
+                    name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                    artifact_location=_artifact_location(client.tracking_uri, name))
+            except MlflowException:  # created meanwhile by a process on another machine
+                exp = client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
     if exp.lifecycle_stage == "deleted":
         log.warning("MLflow experiment %r was deleted; restoring it", name)
         client.restore_experiment(exp.experiment_id)
@@ -112,14 +211,13 @@ def activate_experiment(cfg: Config) -> str | None:
     the experiment-kind tag); returns its id, or None when tracking is off. Use it
     instead of ``mlflow.set_experiment(name)``, which creates the experiment untagged.
     """
-    uri = resolve_tracking_uri(cfg)
+    uri = tracking_store_uri(cfg)
     if not uri:
         return None
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
-    exp_id = ensure_experiment(MlflowClient(tracking_uri=uri), cfg.training.experiment)
+    exp_id = ensure_experiment(mlflow_client(uri), cfg.training.experiment)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -139,14 +237,13 @@ def create_stage_run(
     Returns its id (None when tracking is off); end it with ``MlflowClient.set_terminated``
     or resume it with ``mlflow.start_run(run_id=...)`` and ``mlflow.end_run()``.
     """
-    uri = resolve_tracking_uri(cfg)
+    uri = tracking_store_uri(cfg)
     if not uri:
         log.info("MLflow tracking is off (empty tracking URI)")
         return None
-    from mlflow.tracking import MlflowClient
     from mlflow.tracking.context.registry import resolve_tags
 
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     exp_id = ensure_experiment(client, cfg.training.experiment)
     all_tags = {**run_tags(stage), **dict(tags or {})}
     run = client.create_run(exp_id, start_time=_ms(started_at), tags=resolve_tags(all_tags),
@@ -172,7 +269,7 @@ def lightning_logger(cfg: Config, stage: str = "train", run_name: str | None = N
     logger = MLFlowLogger(
         experiment_name=cfg.training.experiment,
         run_name=run_name or stage,
-        tracking_uri=resolve_tracking_uri(cfg),
+        tracking_uri=tracking_store_uri(cfg),
         tags=run_tags(stage),
         save_dir=None,
         run_id=run_id,
@@ -210,9 +307,8 @@ def log_stage_run(
     if run_id is None:
         return None
     from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(cfg))
+    client = mlflow_client(tracking_store_uri(cfg))
     status = "FAILED"
     try:
         params = [Param(k, v) for k, v in flat_params(cfg).items()]
@@ -234,16 +330,17 @@ def log_stage_run(
         status = "FINISHED"
     finally:
         client.set_terminated(run_id, status, end_time=_ms(None))
-    log.info("MLflow run %s (%s) recorded at %s", run_id, stage, resolve_tracking_uri(cfg))
+    log.info("MLflow run %s (%s) recorded at %s", run_id, stage, tracking_store_uri(cfg))
     return run_id
 
 
 def track_trials(cfg: Config, objective: Callable[[Any], float], metric_name: str = "score",
-                 stage: str = "sweep_trial") -> Callable[[Any], float]:
+                 stage: str = "sweep_trial", parent_run_id: str | None = None) -> Callable[[Any], float]:
     """``objective`` wrapped so that every Optuna trial is one MLflow run spanning the trial.
 
-    The run opens when the trial starts (nested under the active run, e.g. the sweep's
-    parent run from :func:`create_stage_run` + ``mlflow.start_run(run_id=...)``), is
+    The run opens when the trial starts, nested under ``parent_run_id`` (the sweep's
+    parent run from :func:`create_stage_run`, shared by worker processes) or else under
+    the active run, is
     named after the trial number and tagged :func:`run_tags` (``stage``) plus ``number``
     and ``state`` (COMPLETE, PRUNED or FAIL); it gets the trial's params, the objective's
     value as ``metric_name`` and the trial's numeric user attributes as metrics, and
@@ -251,14 +348,15 @@ def track_trials(cfg: Config, objective: Callable[[Any], float], metric_name: st
     creates the run after the trial (a duration of milliseconds) and is deprecated.
     Call :func:`activate_experiment` first. Tracking off: ``objective`` unchanged.
     """
-    if not resolve_tracking_uri(cfg):
+    if not tracking_store_uri(cfg):
         return objective
 
     def tracked(trial: Any) -> float:
         import mlflow
         import optuna
 
-        mlflow.start_run(run_name=str(trial.number), nested=True,
+        mlflow.start_run(run_name=str(trial.number), nested=parent_run_id is None,
+                         parent_run_id=parent_run_id,
                          tags={**run_tags(stage), "number": str(trial.number)})
         state, status = "FAIL", "FAILED"
         try:
@@ -309,7 +407,10 @@ __all__ = [
     "lightning_logger",
     "log_artifacts",
     "log_stage_run",
+    "mlflow_client",
     "resolve_tracking_uri",
     "run_tags",
     "track_trials",
+    "tracking_root",
+    "tracking_store_uri",
 ]

@@ -7,12 +7,17 @@ ARCHITECTURE.md section 3. Three sources (``data.source``):
   into a cache (``$RNA_PREDICT_CACHE`` or ``~/.cache/rna-predict``); the listed members
   are extracted and checked against ``demo_manifest.json``.
 - ``local``: every ``.pdb``/``.cif``/``.cif.gz``/``.ent`` file of ``data.local_dir``.
-- ``rcsb``: ``data.pdb_ids`` downloaded from ``{rcsb_url}/{ID}.{cif|pdb}``; an id that
-  fails is recorded in ``fetch_report.json`` while the others proceed.
+- ``rcsb``: the records of ``data.pdb_ids`` and the ``data.id_list`` file (BGSU
+  representative-set CSV or one ``PDBID``/``PDBID_CHAIN`` per line;
+  :mod:`rna_predict.data.id_list`), one file per PDB entry downloaded from
+  ``{rcsb_url}/{ID}.{data.file_format}`` by ``data.workers`` threads with retries
+  (:mod:`rna_predict.data.download`). Each body is parsed before it is kept; a record
+  that fails is recorded in ``fetch_report.json`` while the others proceed.
 
-Outputs: the structures, ``index.csv`` (``id,file,chains,sha256,source``; sorted by id;
-``chains`` empty = all RNA chains) and ``fetch_report.json``. A file already present
-with the expected sha256 is kept as is (resume). Every write is atomic.
+Outputs: the structures, ``index.csv`` (``id,file,chains,model,sha256,source``; sorted
+by id; ``chains`` ';'-joined, empty = all RNA chains; ``model`` empty = first model) and
+``fetch_report.json``. A file already present with the expected sha256 is kept as is
+(resume). Every write is atomic.
 """
 
 from __future__ import annotations
@@ -27,11 +32,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import zipfile
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,11 @@ from typing import Any
 from tqdm import tqdm
 
 from rna_predict.config import Config
-from rna_predict.data.atomic import sha256_file, write_bytes, write_json, write_text
+from rna_predict.data import id_list
+from rna_predict.data.atomic import _UMASK, sha256_file, write_bytes, write_json, write_text
+from rna_predict.data.download import DownloadError, InvalidBody, download
+from rna_predict.data.id_list import Entry, IdListError
+from rna_predict.data.structure import StructureError, StructureFileError, read_structure
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +54,11 @@ MANIFEST_PATH = Path(__file__).with_name("demo_manifest.json")
 WHEEL_PREFIX = "rna_tools/tools/"
 INDEX_NAME = "index.csv"
 REPORT_NAME = "fetch_report.json"
-INDEX_COLUMNS = ("id", "file", "chains", "sha256", "source")
+INDEX_COLUMNS = ("id", "file", "chains", "model", "sha256", "source")
 LOCAL_SUFFIXES = (".cif.gz", ".pdb", ".cif", ".ent")
-BACKOFF_S = 1.0  # first retry delay for rcsb downloads; doubles per attempt
-USER_AGENT = "rna-predict-fetch/0.1"
+FILE_FORMATS = ("cif", "pdb", "cif.gz", "pdb.gz")  # data.file_format for rcsb
 
 _LOCAL_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-_PDB_ID = re.compile(r"^[0-9][A-Za-z0-9]{3}$")
-_EXT_PDB_ID = re.compile(r"^pdb_[0-9]{4}[0-9][A-Za-z0-9]{3}$", re.IGNORECASE)
 
 
 class FetchError(ValueError):
@@ -69,7 +73,8 @@ class Row:
     file: str
     sha256: str
     source: str
-    chains: str = ""
+    chains: str = ""  # ';'-joined author chain ids; empty = every RNA chain
+    model: str = ""  # model number; empty = first model
 
 
 # --------------------------------------------------------------------------- manifest
@@ -167,8 +172,12 @@ def extract_extra(name: str, dest_dir: str | Path, wheel: str | Path | None = No
 
 
 # --------------------------------------------------------------------------- sources
-def fetch_demo(raw_dir: str | Path, cache_dir: str | Path | None = None) -> list[Row]:
-    """Write the 17 demo structures as ``<raw_dir>/<ID>.pdb``; the wheel is only opened if needed."""
+def fetch_demo(raw_dir: str | Path, cache_dir: str | Path | None = None,
+               stats: dict[str, int] | None = None) -> list[Row]:
+    """Write the 17 demo structures as ``<raw_dir>/<ID>.pdb``; the wheel is only opened if needed.
+
+    ``stats`` (if given) receives ``fetched`` (files extracted) and ``reused`` counts.
+    """
     raw = Path(raw_dir)
     structures = load_manifest()["structures"]
     todo = [i for i in sorted(structures) if not _has_sha(raw / f"{i}.pdb", structures[i]["sha256"])]
@@ -179,6 +188,8 @@ def fetch_demo(raw_dir: str | Path, cache_dir: str | Path | None = None) -> list
         for sid in tqdm(todo, desc="fetch demo", unit="file", disable=None):
             entry = structures[sid]
             extract_wheel_member(entry["member"], raw / f"{sid}.pdb", entry["sha256"], wheel)
+    if stats is not None:
+        stats.update(fetched=len(todo), reused=len(structures) - len(todo))
     return [Row(i, f"{i}.pdb", structures[i]["sha256"], "demo") for i in sorted(structures)]
 
 
@@ -199,8 +210,12 @@ def _split_suffix(name: str) -> tuple[str, str] | None:
     return None
 
 
-def fetch_local(local_dir: str | Path, raw_dir: str | Path) -> list[Row]:
-    """Copy every structure file of ``local_dir`` (sorted) to ``<raw_dir>/<ID><suffix>``."""
+def fetch_local(local_dir: str | Path, raw_dir: str | Path,
+                stats: dict[str, int] | None = None) -> list[Row]:
+    """Copy every structure file of ``local_dir`` (sorted) to ``<raw_dir>/<ID><suffix>``.
+
+    ``stats`` (if given) receives ``fetched`` (files copied) and ``reused`` counts.
+    """
     src_dir, raw = Path(local_dir), Path(raw_dir)
     if not str(local_dir) or not src_dir.is_dir():
         raise FetchError(f"data.local_dir {str(local_dir)!r}: not a directory")
@@ -218,53 +233,26 @@ def fetch_local(local_dir: str | Path, raw_dir: str | Path) -> list[Row]:
     if not found:
         raise FetchError(f"data.local_dir {str(local_dir)!r}: no {', '.join(LOCAL_SUFFIXES)} files")
     rows = []
+    copied = 0
     for sid in tqdm(sorted(found), desc="fetch local", unit="file", disable=None):
         path, suffix = found[sid]
         dest = raw / f"{sid}{suffix}"
         sha = sha256_file(path)
         if not _has_sha(dest, sha):
             write_bytes(dest, path.read_bytes())
+            copied += 1
         rows.append(Row(sid, dest.name, sha, "local"))
+    if stats is not None:
+        stats.update(fetched=copied, reused=len(rows) - copied)
     return rows
 
 
 def normalize_pdb_id(raw_id: str) -> str:
     """Canonical form of a PDB id (``1EHZ``, ``pdb_00001EHZ``); FetchError if malformed."""
-    sid = str(raw_id).strip()
-    if _PDB_ID.match(sid):
-        return sid.upper()
-    if _EXT_PDB_ID.match(sid):
-        return "pdb_" + sid[4:].upper()
-    raise FetchError(f"invalid PDB id {raw_id!r}: expected 4 characters starting with a digit "
-                     "(1EHZ) or the extended form pdb_0000xxxx")
-
-
-def _looks_like(data: bytes, file_format: str) -> bool:
-    if file_format == "cif":
-        return b"data_" in data[:4096]
-    return b"ATOM  " in data or b"HETATM" in data
-
-
-def download(url: str, timeout_s: float, retries: int) -> bytes:
-    """GET ``url``; transient failures (network, 408/429/5xx) are retried with backoff."""
-    attempt = 0
-    while True:
-        try:
-            req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                return resp.read()
-        except urllib.error.HTTPError as exc:
-            transient = exc.code in (408, 429) or exc.code >= 500
-            reason = f"HTTP {exc.code} {exc.reason}"
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            transient = True
-            reason = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-        if not transient or attempt >= retries:
-            raise FetchError(f"{url}: {reason}")
-        delay = BACKOFF_S * 2**attempt
-        attempt += 1
-        logger.warning("%s: %s; retry %d/%d in %.1fs", url, reason, attempt, retries, delay)
-        time.sleep(delay)
+    try:
+        return id_list.normalize_pdb_id(raw_id)
+    except IdListError as exc:
+        raise FetchError(str(exc)) from None
 
 
 def _previous_index(raw: Path) -> dict[str, Row]:
@@ -272,47 +260,166 @@ def _previous_index(raw: Path) -> dict[str, Row]:
     if not path.is_file():
         return {}
     with open(path, newline="", encoding="utf-8") as fh:
-        return {r["id"]: Row(r["id"], r["file"], r["sha256"], r["source"], r.get("chains") or "")
+        return {r["id"]: Row(r["id"], r["file"], r["sha256"], r["source"], r.get("chains") or "",
+                             r.get("model") or "")
                 for r in csv.DictReader(fh)}
 
 
-def fetch_rcsb(pdb_ids: list[str], raw_dir: str | Path, rcsb_url: str, file_format: str = "cif",
-               timeout_s: float = 60.0, retries: int = 3) -> tuple[list[Row], list[dict[str, str]]]:
-    """Download ``pdb_ids``; return (rows, skipped) where skipped = ``[{id, reason}]``.
+@dataclass
+class _EntryResult:
+    """Outcome of one PDB entry (one file, one or more records)."""
 
-    Every id is validated before the first request. A file already listed in a previous
-    ``index.csv`` with a matching sha256 is not downloaded again.
+    rows: list[Row] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # record id -> reason
+    retries: list[str] = field(default_factory=list)  # reasons of failed attempts
+    status: str = "failed"  # fetched | reused | failed
+
+
+def _row(entry: Entry, file: str, sha: str) -> Row:
+    model = "" if entry.model is None else str(entry.model)
+    return Row(entry.record_id, file, sha, "rcsb", ";".join(entry.chains), model)
+
+
+def _check_records(path: Path, entries: list[Entry], shown: str) -> dict[Entry, str | None]:
+    """Per entry: None if its chains/model of ``path`` hold RNA, else the reason.
+
+    A :class:`StructureFileError` (empty, truncated, unparsable file) propagates: the
+    file itself is bad. Paths in reasons are replaced by ``shown`` (no temp names).
     """
-    if file_format not in ("cif", "pdb"):
-        raise FetchError(f"data.file_format {file_format!r}: expected cif or pdb")
+    out: dict[Entry, str | None] = {}
+    for entry in entries:
+        try:
+            read_structure(path, chains=list(entry.chains) or None, model=entry.model)
+            out[entry] = None
+        except StructureFileError:
+            raise
+        except StructureError as exc:
+            out[entry] = str(exc).replace(str(path), shown)
+    return out
+
+
+def _fetch_entry(pdb_id: str, entries: list[Entry], raw: Path, base_url: str, ext: str,
+                 timeout_s: float, retries: int, backoff_s: float | None,
+                 previous: dict[str, Row]) -> _EntryResult:
+    """Reuse or download ``<raw>/<pdb_id>.<ext>`` and check every record of it."""
+    dest = raw / f"{pdb_id}.{ext}"
+    result = _EntryResult()
+    known = {r.sha256 for r in previous.values() if r.file == dest.name}
+    if dest.is_file():
+        sha = sha256_file(dest)
+        old = [previous.get(e.record_id) for e in entries]  # the record id encodes chains, model
+        if sha in known and all(r is not None and r.file == dest.name and r.sha256 == sha
+                                for r in old):
+            result.rows = [_row(e, dest.name, sha) for e in entries]  # resume: no parsing
+            result.status = "reused"
+            return result
+        try:  # present but not (all) indexed: an interrupted run, or new records of the file
+            checks = _check_records(dest, entries, dest.name)
+        except StructureFileError as exc:
+            logger.warning("%s: present but unusable, downloading again: %s", dest, exc)
+        else:
+            result.rows = [_row(e, dest.name, sha) for e, why in checks.items() if why is None]
+            result.failed = {e.record_id: why for e, why in checks.items() if why is not None}
+            result.status = "reused" if result.rows else "failed"
+            return result
+
+    url = f"{base_url}/{pdb_id}.{ext}"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{pdb_id}.", suffix=f".part.{ext}", dir=raw)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    checks: dict[Entry, str | None] = {}
+
+    def validate(data: bytes) -> None:
+        with open(tmp, "wb") as fh:  # on disk before os.replace makes it visible
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            checks.update(_check_records(tmp, entries, dest.name))
+        except StructureFileError as exc:
+            raise InvalidBody(str(exc).replace(str(tmp), dest.name)) from None
+        except (RuntimeError, ValueError, OSError) as exc:  # a parser error we do not know
+            raise InvalidBody(f"{dest.name}: cannot parse: "
+                              f"{str(exc).replace(str(tmp), dest.name)}") from None
+
+    try:
+        _, result.retries = download(url, timeout_s, retries, validate, backoff_s)
+        result.failed = {e.record_id: why for e, why in checks.items() if why is not None}
+        if any(why is None for why in checks.values()):
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, dest)  # atomic: only a validated file ever lands in raw_dir
+            sha = sha256_file(dest)
+            result.rows = [_row(e, dest.name, sha) for e, why in checks.items() if why is None]
+            result.status = "fetched"
+    except DownloadError as exc:
+        result.retries = exc.reasons[:-1]  # the attempts that were followed by a retry
+        result.failed = {e.record_id: str(exc) for e in entries}
+    finally:
+        tmp.unlink(missing_ok=True)
+    return result
+
+
+def fetch_rcsb(entries: list[Entry | str], raw_dir: str | Path, rcsb_url: str,
+               file_format: str = "cif", timeout_s: float = 60.0, retries: int = 3,
+               workers: int = 4, backoff_s: float | None = None) -> tuple[list[Row], dict[str, Any]]:
+    """Download the files of ``entries``; return (rows, report) (see :func:`run_fetch`).
+
+    ``entries`` are :class:`~rna_predict.data.id_list.Entry` objects or id strings
+    (``1EHZ``, ``1EHZ_A``, IFEs). One file is fetched per PDB entry, by ``workers``
+    threads; each attempt's body is validated (:mod:`rna_predict.data.download`) and
+    parsed with :func:`~rna_predict.data.structure.read_structure` for every record of
+    the entry before it is moved into place. A truncated or unparsable body is retried;
+    an entry whose listed chains or model are absent or hold no RNA is a failed record.
+    A file already present whose sha256 is the one recorded in ``index.csv`` is not
+    downloaded again; one present without a record is parsed and reused if it is whole.
+    Results do not depend on ``workers`` or completion order (sorted by record id).
+    """
+    if file_format not in FILE_FORMATS:
+        raise FetchError(f"data.file_format {file_format!r}: expected one of {', '.join(FILE_FORMATS)}")
     if not rcsb_url.startswith(("http://", "https://")):
         raise FetchError(f"data.rcsb_url {rcsb_url!r}: expected an http(s) URL")
     if retries < 0 or timeout_s <= 0:
         raise FetchError(f"data.retries={retries}, data.timeout_s={timeout_s}: must be >= 0 and > 0")
-    ids = sorted({normalize_pdb_id(i) for i in pdb_ids})
-    if not ids:
-        raise FetchError("data.pdb_ids is empty: nothing to fetch from rcsb")
+    if workers < 1:
+        raise FetchError(f"data.workers={workers}: must be >= 1")
+    try:
+        parsed = sorted({e if isinstance(e, Entry) else id_list.parse_token(e) for e in entries},
+                        key=lambda e: e.record_id)
+    except IdListError as exc:
+        raise FetchError(str(exc)) from None
+    if not parsed:
+        raise FetchError("data.pdb_ids and data.id_list are empty: nothing to fetch from rcsb")
+    groups: dict[str, list[Entry]] = {}
+    for entry in parsed:
+        groups.setdefault(entry.pdb_id, []).append(entry)
     raw = Path(raw_dir)
+    raw.mkdir(parents=True, exist_ok=True)
+    for leftover in raw.glob(".*.part.*"):  # temp files of a run that was killed
+        leftover.unlink()
     previous = _previous_index(raw)
-    rows, skipped = [], []
-    for sid in tqdm(ids, desc="fetch rcsb", unit="file", disable=None):
-        dest = raw / f"{sid}.{file_format}"
-        old = previous.get(sid)
-        if old and old.file == dest.name and _has_sha(dest, old.sha256):
-            rows.append(Row(sid, dest.name, old.sha256, "rcsb"))
-            continue
-        url = f"{rcsb_url.rstrip('/')}/{sid}.{file_format}"
-        try:
-            data = download(url, timeout_s, retries)
-            if not _looks_like(data, file_format):
-                raise FetchError(f"{url}: response is not a {file_format} file ({len(data)} bytes)")
-        except FetchError as exc:
-            logger.error("%s: skipped: %s", sid, exc)
-            skipped.append({"id": sid, "reason": str(exc)})
-            continue
-        write_bytes(dest, data)
-        rows.append(Row(sid, dest.name, sha256_file(dest), "rcsb"))
-    return rows, skipped
+    base = rcsb_url.rstrip("/")
+    results: dict[str, _EntryResult] = {}
+    logger.info("rcsb: %d records in %d entries, %d workers", len(parsed), len(groups), workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+        futures = {pool.submit(_fetch_entry, pid, group, raw, base, file_format, timeout_s,
+                               retries, backoff_s, previous): pid for pid, group in groups.items()}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="fetch rcsb",
+                           unit="entry", disable=None):
+            results[futures[future]] = future.result()
+    rows = sorted((r for res in results.values() for r in res.rows), key=lambda r: r.id)
+    failed = {rid: why for res in results.values() for rid, why in res.failed.items()}
+    for rid in sorted(failed):
+        logger.error("%s: skipped: %s", rid, failed[rid])
+    report = {
+        "records": len(rows),
+        "fetched": sum(res.status == "fetched" for res in results.values()),
+        "reused": sum(res.status == "reused" for res in results.values()),
+        "retried": sum(bool(res.retries) for res in results.values()),
+        "failed": len(failed),
+        "skipped": [{"id": rid, "reason": failed[rid]} for rid in sorted(failed)],
+        "retries": {pid: res.retries for pid, res in sorted(results.items()) if res.retries},
+    }
+    return rows, report
 
 
 # --------------------------------------------------------------------------- stage
@@ -322,37 +429,59 @@ def write_index(raw_dir: str | Path, rows: list[Row]) -> Path:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(INDEX_COLUMNS)
     for row in sorted(rows, key=lambda r: r.id):
-        writer.writerow([row.id, row.file, row.chains, row.sha256, row.source])
+        writer.writerow([row.id, row.file, row.chains, row.model, row.sha256, row.source])
     path = Path(raw_dir) / INDEX_NAME
     write_text(path, buf.getvalue())
     return path
 
 
-def run_fetch(cfg: Config) -> Path:
-    """Run the fetch stage for ``cfg.data``; return the path of ``index.csv``."""
+def run_fetch(cfg: Config, backoff_s: float | None = None) -> Path:
+    """Run the fetch stage for ``cfg.data``; return the path of ``index.csv``.
+
+    Also writes ``fetch_report.json`` (sorted keys): ``source``; ``records`` (rows of
+    ``index.csv``); ``fetched`` and ``reused`` (files downloaded/extracted/copied by
+    this run, and files kept from a previous run); ``retried`` (entries that needed
+    more than one attempt); ``failed`` (records left out) with ``skipped``
+    (``[{id, reason}]`` sorted by id); ``retries`` (entry -> reasons of its failed
+    attempts). ``backoff_s`` overrides :data:`rna_predict.data.download.BACKOFF_S`.
+    """
     data = cfg.data
     raw = Path(data.raw_dir)
-    skipped: list[dict[str, str]] = []
+    stats = {"fetched": 0, "reused": 0}
+    report: dict[str, Any]
+    if data.source in ("demo", "local") and (data.id_list or data.pdb_ids):
+        logger.warning("data.source=%s: data.id_list and data.pdb_ids are ignored (rcsb only)",
+                       data.source)
     if data.source == "demo":
-        rows = fetch_demo(raw)
+        rows = fetch_demo(raw, stats=stats)
     elif data.source == "local":
-        rows = fetch_local(data.local_dir, raw)
+        rows = fetch_local(data.local_dir, raw, stats=stats)
     elif data.source == "rcsb":
-        rows, skipped = fetch_rcsb(list(data.pdb_ids), raw, data.rcsb_url, data.file_format,
-                                   data.timeout_s, data.retries)
+        try:
+            entries = id_list.resolve_entries(list(data.pdb_ids), data.id_list)
+        except IdListError as exc:
+            raise FetchError(str(exc)) from None
+        rows, report = fetch_rcsb(entries, raw, data.rcsb_url, data.file_format, data.timeout_s,
+                                  data.retries, data.workers, backoff_s)
     else:
         raise FetchError(f"data.source {data.source!r}: expected demo, local or rcsb")
-    report = {"source": data.source, "fetched": len(rows), "skipped": skipped}
+    if data.source != "rcsb":
+        report = {"records": len(rows), **stats, "retried": 0, "failed": 0, "skipped": [],
+                  "retries": {}}
+    report["source"] = data.source
     write_json(raw / REPORT_NAME, report)
     if not rows:
-        raise FetchError(f"rcsb: every id failed: {'; '.join(s['reason'] for s in skipped)}")
+        raise FetchError(f"rcsb: every id failed: "
+                         f"{'; '.join(s['id'] + ': ' + s['reason'] for s in report['skipped'])}")
     listed = {r.file for r in rows} | {INDEX_NAME, REPORT_NAME}
     stale = sorted(p.name for p in raw.iterdir() if p.is_file() and p.name not in listed
                    and not p.name.startswith("."))
     if stale:
         logger.warning("%s holds files not in the index (ignored): %s", raw, ", ".join(stale))
     index = write_index(raw, rows)
-    logger.info("fetch: %d structures (%d skipped) -> %s", len(rows), len(skipped), index)
+    logger.info("fetch: %d records (%d files fetched, %d reused, %d entries retried, %d failed) -> %s",
+                len(rows), report["fetched"], report["reused"], report["retried"], report["failed"],
+                index)
     return index
 
 

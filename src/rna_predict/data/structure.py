@@ -12,7 +12,9 @@ Everything here is numpy; command-line tools import it without torch.
 
 from __future__ import annotations
 
+import gzip
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,36 +86,120 @@ def _kind(res_name: str) -> str:
     return "water" if tab.is_water() else "ligand/ion"
 
 
+#: PDB record names (wwPDB format v3.3, section "Record format"); a file whose last line
+#: starts with anything else was cut inside a record
+PDB_RECORDS = frozenset((
+    "HEADER OBSLTE TITLE SPLIT CAVEAT COMPND SOURCE KEYWDS EXPDTA NUMMDL MDLTYP AUTHOR "
+    "REVDAT SPRSDE JRNL REMARK DBREF DBREF1 DBREF2 SEQADV SEQRES MODRES HET HETNAM HETSYN "
+    "FORMUL HELIX SHEET SSBOND LINK CISPEP SITE CRYST1 ORIGX1 ORIGX2 ORIGX3 SCALE1 SCALE2 "
+    "SCALE3 MTRIX1 MTRIX2 MTRIX3 MODEL ATOM ANISOU TER HETATM ENDMDL CONECT MASTER END"
+).split())
+#: an ATOM/HETATM line holds the z coordinate in columns 47-54 (wwPDB format v3.3)
+PDB_COORD_END = 54
+
+
+class StructureFileError(StructureError):
+    """The file itself is unusable (empty, truncated, not PDB/mmCIF): a download of it
+    failed, as opposed to a complete file without usable RNA."""
+
+
+def _file_text(path: Path) -> str:
+    """Text of ``path``, gunzipped when it ends in ``.gz``; StructureFileError if unreadable."""
+    try:
+        data = path.read_bytes()
+        if path.suffix.lower() == ".gz":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise StructureFileError(f"{path}: cannot read file: {exc}") from None
+    return data.decode("latin-1")
+
+
+def _is_cif(path: Path, text: str) -> bool:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".cif", ".mmcif")):
+        return True
+    if name.endswith((".pdb", ".ent")):
+        return False
+    return text.lstrip().startswith("data_")
+
+
+def check_complete(path: str | Path) -> None:
+    """Raise :class:`StructureFileError` naming ``path`` if the file was cut short.
+
+    gemmi reads a file cut inside a record without complaint (a PDB ending in ``ATO``),
+    so completeness is checked on the text first. PDB (wwPDB format v3.3): every
+    ATOM/HETATM line reaches the z coordinate (column 54) and the last line starts with a
+    record name. mmCIF (CIF 1.1 syntax): the file ends with a newline unless its last
+    line is the ``#`` separator; gemmi then rejects a loop with a partial row ("Wrong
+    number of values in loop") and an unterminated text field. A file cut exactly at a
+    line boundary cannot be told from a complete one.
+    """
+    path = Path(path)
+    text = _file_text(path)
+    lines = text.splitlines()
+    if _is_cif(path, text):
+        if lines and not text.endswith(("\n", "\r")) and lines[-1].strip() != "#":
+            raise StructureFileError(
+                f"{path}: cannot parse structure file: truncated: line {len(lines)} ends "
+                f"mid-line ({lines[-1][-40:]!r})")
+        return
+    has_atoms = False
+    for number, line in enumerate(lines, 1):
+        if line.startswith(("ATOM", "HETATM")):
+            has_atoms = True
+            if len(line) < PDB_COORD_END:
+                raise StructureFileError(
+                    f"{path}: cannot parse structure file: truncated at line {number}: "
+                    f"{line[:6].strip()} record has {len(line)} of the {PDB_COORD_END} "
+                    "characters up to the z coordinate")
+    last = next((ln for ln in reversed(lines) if ln.strip()), "")
+    if has_atoms and last[:6].strip() not in PDB_RECORDS:
+        raise StructureFileError(
+            f"{path}: cannot parse structure file: truncated at line {len(lines)}: "
+            f"{last[:20]!r} is not a PDB record")
+
+
 def _read_gemmi(path: Path):
     import gemmi
 
+    check_complete(path)
     try:
         st = gemmi.read_structure(str(path), merge_chain_parts=True)
     except (RuntimeError, ValueError, OSError, IndexError) as exc:
-        raise StructureError(f"{path}: cannot parse structure file: {exc}") from None
+        raise StructureFileError(f"{path}: cannot parse structure file: {exc}") from None
     return st
 
 
 def read_structure(
-    path: str | Path, chains: list[str] | None = None, link_cutoff: float = LINK_CUTOFF
+    path: str | Path, chains: list[str] | None = None, link_cutoff: float = LINK_CUTOFF,
+    model: int | None = None,
 ) -> Structure:
-    """Read the RNA residues of ``path`` (first model) into a :class:`Structure`.
+    """Read the RNA residues of ``path`` (one model) into a :class:`Structure`.
 
-    ``chains`` restricts the chains kept (author chain ids). Raises
-    :class:`StructureError` naming the file for missing, empty, unparsable, RNA-less or
-    backbone-less input, and for unknown nucleotide-like residue names.
+    ``chains`` restricts the chains kept (author chain ids); every listed chain must be
+    present. ``model`` is the model number as written in the file (``MODEL``
+    record, ``pdbx_PDB_model_num``); None takes the first model. Raises
+    :class:`StructureFileError` for missing, empty, truncated or unparsable files and
+    :class:`StructureError` for RNA-less or backbone-less input, missing chains or model,
+    and unknown nucleotide-like residue names; every message names the file.
     """
     path = Path(path)
     if not path.is_file():
-        raise StructureError(f"{path}: no such file")
+        raise StructureFileError(f"{path}: no such file")
     if path.stat().st_size == 0:
-        raise StructureError(f"{path}: empty file")
+        raise StructureFileError(f"{path}: empty file")
     st = _read_gemmi(path)
     if len(st) == 0 or not any(len(ch) for ch in st[0]):
-        raise StructureError(f"{path}: no atoms found (not a PDB/mmCIF coordinate file?)")
+        raise StructureFileError(f"{path}: no atoms found (not a PDB/mmCIF coordinate file?)")
     warnings: list[str] = []
-    if len(st) > 1:
-        warnings.append(f"{len(st)} models; using the first")
+    if model is None:
+        chosen = st[0]
+        if len(st) > 1:
+            warnings.append(f"{len(st)} models; using the first")
+    else:
+        chosen = next((m for m in st if m.num == model), None)
+        if chosen is None:
+            raise StructureError(f"{path}: model {model} not found (has {[m.num for m in st]})")
 
     seq: list[str] = []
     resnames: list[str] = []
@@ -127,7 +213,7 @@ def read_structure(
     wanted = set(chains) if chains else None
     seen_chains: set[str] = set()
 
-    for chain in st[0]:
+    for chain in chosen:
         seen_chains.add(chain.name)
         if wanted is not None and chain.name not in wanted:
             continue
@@ -176,8 +262,9 @@ def read_structure(
             blocks.append(xyz)
             masks.append(mask)
 
-    if wanted is not None and not wanted & seen_chains:
-        raise StructureError(f"{path}: chains {sorted(wanted)} not found (has {sorted(seen_chains)})")
+    if wanted is not None and wanted - seen_chains:
+        raise StructureError(f"{path}: chains {sorted(wanted - seen_chains)} not found "
+                             f"(has {sorted(seen_chains)})")
     if not seq:
         what = ", ".join(f"{n} {k}" for k, n in sorted(dropped.items())) or "nothing"
         raise StructureError(f"{path}: no RNA nucleotides found (residues seen: {what})")

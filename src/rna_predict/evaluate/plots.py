@@ -1,4 +1,4 @@
-"""PNG plots of the evaluate stage, with reproducible bytes.
+"""PNG plots of the evaluate stage and ``benchmark``, with reproducible bytes.
 
 Matplotlib's Agg backend with fixed size and dpi; PNG metadata is cleared
 (``metadata={"Software": None}``), so the same data gives the same file on the same
@@ -91,9 +91,9 @@ def plot_angle_scatter(pred_deg: np.ndarray, true_deg: np.ndarray, mask: np.ndar
     return _save(fig, path)
 
 
-def plot_lddt_per_target(ids: Sequence[str], series: Mapping[str, Sequence[float]],
-                         path: str | Path) -> Path:
-    """Bars of C1' lDDT per test target for each series (model best/mean, baseline)."""
+def _grouped_bars(ids: Sequence[str], series: Mapping[str, Sequence[float]], ylabel: str,
+                  title: str, path: str | Path) -> Path:
+    """Grouped bars in [0, 1]: one group per target, one bar per series."""
     plt = _pyplot()
     x = np.arange(len(ids))
     width = 0.8 / max(len(series), 1)
@@ -103,11 +103,41 @@ def plot_lddt_per_target(ids: Sequence[str], series: Mapping[str, Sequence[float
                label=name)
     ax.set_xticks(x, list(ids), rotation=45, ha="right")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("lDDT (C1')")
-    ax.set_title("lDDT per test target")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
 
 
-__all__ = ["TORSIONBERT_MAE", "plot_angle_mae", "plot_angle_scatter", "plot_lddt_per_target"]
+def plot_lddt_per_target(ids: Sequence[str], series: Mapping[str, Sequence[float]],
+                         path: str | Path) -> Path:
+    """Bars of C1' lDDT per test target for each series (model best/mean, baseline)."""
+    return _grouped_bars(ids, series, "lDDT (C1')", "lDDT per test target", path)
+
+
+def plot_tm_per_target(ids: Sequence[str], series: Mapping[str, Sequence[float]],
+                       path: str | Path, title: str = "TM-score per benchmark target") -> Path:
+    """Bars of C1' TM-score per target for each series (model best/mean, baselines)."""
+    return _grouped_bars(ids, series, "TM-score (C1', RNA d0)", title, path)
+
+
+def plot_tm_vs_length(lengths: Sequence[int], series: Mapping[str, Sequence[float]],
+                      path: str | Path) -> Path:
+    """Scatter of C1' TM-score against target length (nucleotides), one marker per series."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for marker, (name, vals) in zip("os^vD", series.items()):
+        ax.scatter(np.asarray(lengths, dtype=float), np.asarray(vals, dtype=float), s=22,
+                   marker=marker, label=name, alpha=0.8)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("length (nt)")
+    ax.set_ylabel("TM-score (C1', RNA d0)")
+    ax.set_title("TM-score against length")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+__all__ = ["TORSIONBERT_MAE", "plot_angle_mae", "plot_angle_scatter", "plot_lddt_per_target",
+           "plot_tm_per_target", "plot_tm_vs_length"]

@@ -115,6 +115,27 @@ def evaluate_target(model: torch.nn.Module, batch: dict, rec: dict, table: np.nd
             "true_mask": true_mask, "topo": topo, "xyz": xyz}
 
 
+def score_target(model: torch.nn.Module, example: dict, rec: dict, table: np.ndarray,
+                 samples: int, steps: int, refine_steps: int, seed: int,
+                 stage: str = "evaluate") -> dict[str, Any]:
+    """:func:`evaluate_target` of one record: ``example`` is its model example
+    (:func:`rna_predict.data.dataset.example_from_record`), ``rec`` the angles record;
+    the sampling generator is seeded by (``seed``, record id). The one per-target scoring
+    path of ``evaluate`` and ``benchmark``."""
+    from rna_predict.data.dataset import collate
+
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+             for k, v in collate([example]).items()}
+    rid = str(rec["id"])
+    item = evaluate_target(model, batch, rec, table, samples, steps, _seed_for(seed, rid),
+                           refine_steps)
+    row = item["row"]
+    log.info("%s: %s L=%d TM(best)=%.3f lDDT(best)=%.3f MCQ=%.1f", stage, rid, row["length"],
+             row["model_tm_c1_best"], row["model_lddt_c1_best"], row["model_mcq"])
+    return item
+
+
 def _pooled_angles(items: list[dict], key: str) -> dict[str, Any]:
     """Pooled per-angle MAE and MCQ of the torsions ``key`` ("pred" or "base").
 
@@ -298,9 +319,9 @@ def eval_device(accelerator: str) -> torch.device:
 
 def run_evaluate(cfg: Config) -> Path:
     """Evaluate ``<training.out_dir>`` on the test split; return the metrics.json path."""
-    from rna_predict.data.dataset import RecordDataset, collate
+    from rna_predict.data.dataset import RecordDataset
     from rna_predict.inference.predict import load_model
-    from rna_predict.data.split import read_split_ids
+    from rna_predict.data.split_files import read_split_ids
     from rna_predict.tracking import flatten_metrics, log_stage_run
 
     started_at = time.time()  # the MLflow run spans the whole stage
@@ -321,14 +342,9 @@ def run_evaluate(cfg: Config) -> Path:
     items, recs = [], []
     for i, rid in enumerate(tqdm(test_ids, desc="evaluate", unit="target")):
         rec = baselines.load_angles_record(cfg.angles.out_dir, rid)
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v
-                 for k, v in collate([dataset[i]]).items()}
-        items.append(evaluate_target(model, batch, rec, table, e.samples, e.steps,
-                                     _seed_for(cfg.seed, rid), e.refine_steps))
+        items.append(score_target(model, dataset[i], rec, table, e.samples, e.steps,
+                                  e.refine_steps, cfg.seed, "evaluate"))
         recs.append(rec)
-        log.info("evaluate: %s L=%d TM(best)=%.3f lDDT(best)=%.3f MCQ=%.1f", rid,
-                 items[-1]["row"]["length"], items[-1]["row"]["model_tm_c1_best"],
-                 items[-1]["row"]["model_lddt_c1_best"], items[-1]["row"]["model_mcq"])
 
     summary = aggregate(items, e.samples, e.steps, e.refine_steps, e.bootstrap_samples, cfg.seed)
     summary["geometry_fit_overlap"] = geometry_fit_overlap(test_ids)
@@ -343,5 +359,6 @@ def run_evaluate(cfg: Config) -> Path:
     return metrics_path
 
 
-__all__ = ["aggregate", "comparisons", "evaluate_target", "geometry_fit_overlap", "run_evaluate",
-           "topology_mask", "write_per_target"]
+__all__ = ["STRUCT_KEYS", "aggregate", "comparisons", "eval_device", "evaluate_target",
+           "geometry_fit_overlap", "run_evaluate", "score_target", "topology_mask",
+           "write_per_target", "write_structures"]

@@ -9,7 +9,6 @@ residues (neighbours included) whether their closest atoms are at least 1.5 A ap
 from __future__ import annotations
 
 import warnings
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +50,32 @@ def clash_free_fraction(positions: list[np.ndarray]) -> float:
     return (total - clashing) / total
 
 
+def _link_lengths(atoms) -> np.ndarray:
+    """O3'(i)-P(i+1) distances of consecutive residues with the same segid and chain id
+    (chain id of each residue's first atom; first O3' / P of a residue), in residue order.
+
+    Vectorised over the MDAnalysis atom arrays (one ``select_atoms`` per residue took
+    8 s on a 2,766-nt ribosomal RNA)."""
+    resix = atoms.resindices
+    xyz = atoms.positions
+    n_res = len(atoms.residues)
+    first_atom = np.unique(resix, return_index=True)[1]
+    segid = np.asarray(atoms.residues.segids)
+    chain = np.asarray(atoms.chainIDs)[first_atom]
+
+    def first_named(name: str) -> np.ndarray:
+        pos = np.full((n_res, 3), np.nan)
+        sel = np.flatnonzero(atoms.names == name)
+        res, first = np.unique(resix[sel], return_index=True)
+        pos[res] = xyz[sel[first]]
+        return pos
+
+    o3, p = first_named("O3'"), first_named("P")
+    same = (segid[1:] == segid[:-1]) & (chain[1:] == chain[:-1])
+    d = np.linalg.norm(o3[:-1] - p[1:], axis=1)
+    return d[same & np.isfinite(d)]
+
+
 def link_and_clash_stats(path: str | Path) -> dict[str, float]:
     """``residues``, ``links``, ``links_ok_fraction``, ``link_median_A``,
     ``pairs_without_clash_fraction`` of the structure file ``path``."""
@@ -61,21 +86,18 @@ def link_and_clash_stats(path: str | Path) -> dict[str, float]:
         warnings.simplefilter("ignore")  # PDB files without element/occupancy columns
         u = mda.Universe(str(path))
     residues = u.residues
-    links = []
-    for a, b in pairwise(residues):
-        if a.segid != b.segid or a.atoms.chainIDs[0] != b.atoms.chainIDs[0]:
-            continue
-        o3, p = a.atoms.select_atoms("name O3'"), b.atoms.select_atoms("name P")
-        if len(o3) and len(p):
-            links.append(float(np.linalg.norm(o3.positions[0] - p.positions[0])))
-    link_arr = np.asarray(links)
+    link_arr = _link_lengths(u.atoms)
+    # atoms of each residue in file order, split without one AtomGroup per residue
+    order = np.argsort(u.atoms.resindices, kind="stable")
+    bounds = np.cumsum(np.bincount(u.atoms.resindices, minlength=len(residues)))[:-1]
+    per_residue = np.split(u.atoms.positions[order], bounds)
     in_band = np.abs(link_arr - LINK_TARGET) <= LINK_TOLERANCE
     return {
         "residues": float(len(residues)),
         "links": float(len(link_arr)),
         "links_ok_fraction": float(in_band.mean()) if len(link_arr) else 0.0,
         "link_median_A": float(np.median(link_arr)) if len(link_arr) else float("nan"),
-        "pairs_without_clash_fraction": clash_free_fraction([r.atoms.positions for r in residues]),
+        "pairs_without_clash_fraction": clash_free_fraction(per_residue),
     }
 
 

@@ -73,11 +73,13 @@ def read_fasta(path: str | Path) -> list[tuple[str, str]]:
     return [(name, normalise_sequence("".join(parts), f"{path}:{name}")) for name, parts in entries]
 
 
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """:class:`RNAModel` from ``model_dir/model.safetensors`` and ``model_config.json``."""
-    from safetensors.torch import load_file
-
-    from rna_predict.config import ModelConfig
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu",
+               merge: bool = True) -> torch.nn.Module:
+    """:class:`RNAModel` from ``model_dir/model.safetensors`` and ``model_config.json``, with
+    the LoRA adapters of ``adapters.safetensors`` (if it holds any) merged in (``merge``)
+    or kept as separate layers."""
+    from rna_predict.config import LoRAConfig, ModelConfig
+    from rna_predict.model.lora import ADAPTERS_FILE, load_weights, merge_lora
     from rna_predict.model.rna_model import RNAModel
 
     model_dir = Path(model_dir)
@@ -87,9 +89,13 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> tor
             raise FileNotFoundError(f"{p}: missing; run `rna-predict train` first")
     raw = json.loads(conf.read_text())["model"]
     known = ModelConfig.__dataclass_fields__
-    model_cfg = ModelConfig(**{k: v for k, v in raw.items() if k in known})
+    fields = {k: v for k, v in raw.items() if k in known}
+    if isinstance(fields.get("lora"), dict):
+        fields["lora"] = LoRAConfig(**fields["lora"])
+    model_cfg = ModelConfig(**fields)
     model = RNAModel(model_cfg)
-    model.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
+    if load_weights(model, weights, model_dir / ADAPTERS_FILE) and merge:
+        merge_lora(model)
     return model.to(device).eval()
 
 

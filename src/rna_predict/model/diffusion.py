@@ -43,6 +43,7 @@ from rna_predict.model.primitives import (
     PairBias,
     Transition,
     linear_no_bias,
+    maybe_checkpoint,
 )
 
 FOURIER_DIM = 256
@@ -95,10 +96,15 @@ class DiffusionConditioning(nn.Module):
 
 
 class DiffusionTransformer(nn.Module):
-    """AF3 Alg 23 over tokens: ``a += AttentionPairBias(a, s, z); a += ConditionedTransition(a, s)``."""
+    """AF3 Alg 23 over tokens: ``a += AttentionPairBias(a, s, z); a += ConditionedTransition(a, s)``.
+
+    ``activation_checkpointing`` (off by default; set by the training module from
+    ``training.activation_checkpointing``) recomputes each block during backward.
+    """
 
     def __init__(self, c_token: int, c_s: int, c_z: int, n_blocks: int, n_heads: int) -> None:
         super().__init__()
+        self.activation_checkpointing = False
         self.bias = nn.ModuleList(PairBias(c_z, n_heads) for _ in range(n_blocks))
         self.attn = nn.ModuleList(AttentionPairBias(c_token, c_s, n_heads) for _ in range(n_blocks))
         self.trans = nn.ModuleList(ConditionedTransitionBlock(c_token, c_s) for _ in range(n_blocks))
@@ -110,10 +116,19 @@ class DiffusionTransformer(nn.Module):
     def forward(self, a: Tensor, s: Tensor, biases: list[Tensor], mask: Tensor) -> Tensor:
         m = mask[:, None, :, None].float()
         key_mask = mask[:, None, :]
-        for attn, trans, bias in zip(self.attn, self.trans, biases):
-            a = a + attn(a, s, bias, key_mask) * m
-            a = a + trans(a, s) * m
+        for i, bias in enumerate(biases):
+            a = maybe_checkpoint(self._block(i), a, s, bias, key_mask, m,
+                                 enabled=self.activation_checkpointing)
         return a
+
+    def _block(self, i: int):
+        attn, trans = self.attn[i], self.trans[i]
+
+        def block(a: Tensor, s: Tensor, bias: Tensor, key_mask: Tensor, m: Tensor) -> Tensor:
+            a = a + attn(a, s, bias, key_mask) * m
+            return a + trans(a, s) * m
+
+        return block
 
 
 class DiffusionModule(nn.Module):

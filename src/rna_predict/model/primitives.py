@@ -10,6 +10,10 @@ Nature 630:493), "AF3 Alg N" below, cross-checked against Protenix:
                                        conditioning on a single representation)
 - :func:`attention`                    masked scaled dot-product attention over the
                                        second-to-last axis, used by all of the above.
+- :func:`row_chunks`                   evaluate a row-independent function in chunks of
+                                       rows (AF2 supplement 1.11.8, memory reduction)
+- :func:`maybe_checkpoint`             activation checkpointing of one block
+                                       (``torch.utils.checkpoint``, non-reentrant)
 
 Tensors carry arbitrary leading batch axes (``[B, ...]`` or ``[B, K, ...]`` for K noised
 copies); every layer acts on the last axis, so conditioning tensors with a size-1 copy
@@ -52,6 +56,41 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, key_mask: Te
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask, NEG_INF)
     return torch.matmul(torch.softmax(logits, dim=-1), v)
+
+
+def row_chunks(fn, n_rows: int, chunk_size: int, dim: int = 1) -> Tensor:
+    """``cat([fn(i, min(i + chunk_size, n_rows)) for i in range(0, n_rows, chunk_size)], dim)``.
+
+    ``fn(start, stop)`` computes rows ``start:stop`` (along ``dim``) of an output whose
+    rows are independent of each other, so peak memory holds one chunk of intermediates
+    (the subbatching of AF2 supplement section 1.11.8, applied to AF3 Alg 12-15).
+    ``chunk_size <= 0`` or ``>= n_rows``: one call over all rows.
+    """
+    if chunk_size <= 0 or chunk_size >= n_rows:
+        return fn(0, n_rows)
+    return torch.cat([fn(i, min(i + chunk_size, n_rows)) for i in range(0, n_rows, chunk_size)], dim=dim)
+
+
+def maybe_checkpoint(fn, *args: Tensor, enabled: bool):
+    """``fn(*args)``, through ``torch.utils.checkpoint.checkpoint(use_reentrant=False)`` when
+    ``enabled`` and autograd is recording: the block's activations are dropped after the
+    forward pass and recomputed during backward (Chen et al. 2016, "Training deep nets
+    with sublinear memory cost"). The RNG state is restored for the recomputation, so
+    dropout draws the same masks; results equal the plain call up to float rounding.
+    """
+    if enabled and torch.is_grad_enabled():
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool) -> None:
+    """Switch activation checkpointing of every submodule that supports it
+    (an ``activation_checkpointing`` attribute: Pairformer, diffusion transformer)."""
+    for module in model.modules():
+        if hasattr(module, "activation_checkpointing"):
+            module.activation_checkpointing = bool(enabled)
 
 
 class Transition(nn.Module):
@@ -171,4 +210,7 @@ __all__ = [
     "attention",
     "gate_linear",
     "linear_no_bias",
+    "maybe_checkpoint",
+    "row_chunks",
+    "set_activation_checkpointing",
 ]

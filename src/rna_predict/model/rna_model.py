@@ -4,6 +4,7 @@ ARCHITECTURE.md section 5. Data flow of :meth:`RNAModel.trunk`:
 
     batch --InputEmbedder--> s_inputs [B, L, c_s], z [B, L, L, c_z] (relpos + Stage A bpp)
           --TorsionEncoder--> sincos [B, L, 7, 2], h_tor [B, L, c_token]
+            (model.torsion_backbone=torsionbert: rna_predict.model.torsionbert.TorsionBertEncoder)
           --Pairformer (AF3 Alg 17)--> s, z
           --NeRF (Stage C, rna_predict.model.nerf.build_coords)--> nerf_coords [B, L, 23, 3]
           --Merger--> s_trunk = s + MLP(LN(s), h_tor, sincos, pairing prob)
@@ -27,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rna_predict.config import ModelConfig
+from rna_predict.config import ConfigError, ModelConfig
 from rna_predict.model.atom_attention import atoms_to_slots, slots_to_atoms
 from rna_predict.model.diffusion import DiffusionModule
 from rna_predict.model.embedding import (
@@ -86,7 +87,14 @@ class RNAModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedder = InputEmbedder(cfg.c_s, cfg.c_z, cfg.relpos_max)
-        self.torsion_encoder = TorsionEncoder(cfg)
+        if cfg.torsion_backbone == "native":
+            self.torsion_encoder = TorsionEncoder(cfg)
+        elif cfg.torsion_backbone == "torsionbert":  # pretrained checkpoint (transformers)
+            from rna_predict.model.torsionbert import TorsionBertEncoder
+
+            self.torsion_encoder = TorsionBertEncoder(cfg)
+        else:
+            raise ConfigError(f"model.torsion_backbone={cfg.torsion_backbone!r}: expected native or torsionbert")
         self.pairformer = Pairformer(cfg)
         self.merger = Merger(cfg)
         self.diffusion = DiffusionModule(cfg)

@@ -48,7 +48,7 @@ def validation_score(model: torch.nn.Module, cfg: Config) -> dict[str, float]:
     from rna_predict.evaluate import baselines
     from rna_predict.evaluate.run_evaluate import _seed_for, evaluate_target
     from rna_predict.data.dataset import RecordDataset, collate
-    from rna_predict.data.split import read_split_ids
+    from rna_predict.data.split_files import read_split_ids
 
     val_ids = read_split_ids(cfg.split.out_dir, "val")
     table = baselines.fit_from_split(cfg.angles.out_dir, read_split_ids(cfg.split.out_dir, "train"))

@@ -23,14 +23,35 @@ import torch
 
 from rna_predict.data.atom_layout import TORSIONS
 from rna_predict.model.angles import angles_from_sincos, circular_difference
+from rna_predict.model.primitives import set_activation_checkpointing
+
+
+def process_group_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised ``torch.distributed`` group, else ``(0, 1)``.
+
+    Read when a sampler is iterated (after Lightning's DDP strategy has set the group up),
+    not when the DataLoader is built (before the launcher has started the other ranks).
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank()), int(dist.get_world_size())
+    return 0, 1
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
-    """Shuffles ``n`` indices with a permutation seeded by (seed, epoch).
+    """Shuffles ``n`` indices with a permutation seeded by (seed, epoch); rank-aware.
 
     Lightning calls :meth:`set_epoch` before each epoch, so the order of epoch ``k`` does
     not depend on how many epochs this process has run (exact after a resume). The epoch
     is forwarded to ``dataset.set_epoch`` (the crop windows of ``RecordDataset``).
+
+    Under DDP (``world_size`` W > 1) every rank draws the same permutation and takes every
+    W-th index starting at its rank, the split of ``torch.utils.data.DistributedSampler``
+    (which Lightning would otherwise wrap around this sampler; ``fit`` turns that off):
+    each record is seen once per epoch across ranks. When W does not divide ``n`` the
+    permutation is padded with its own first indices (as DistributedSampler does), so
+    that every rank runs the same number of steps; those few records are seen twice.
+    On one process the order is the plain permutation.
     """
 
     def __init__(self, n: int, seed: int, dataset: Any = None) -> None:
@@ -43,10 +64,37 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g).tolist()
+        rank, world = process_group_rank()
+        if world == 1:
+            return iter(order)
+        padded = order + order[: len(self) * world - self.n]
+        return iter(padded[rank::world])
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // process_group_rank()[1])
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Indices ``rank, rank + W, ...`` of ``0 .. n-1`` in order, without padding (validation).
+
+    Each validation record is evaluated by exactly one rank, so the sums that
+    :meth:`RNALightningModule.on_validation_epoch_end` reduces over ranks count every
+    record once (DistributedSampler pads with repeats, which would count some twice).
+    Ranks may run a different number of validation batches; no collective runs per batch.
+    On one process: ``0 .. n-1``, the order of ``shuffle=False``.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        rank, world = process_group_rank()
+        return iter(range(rank, self.n, world))
+
+    def __len__(self) -> int:
+        rank, world = process_group_rank()
+        return len(range(rank, self.n, world))
 
 
 class RNALightningModule(L.LightningModule):
@@ -57,6 +105,7 @@ class RNALightningModule(L.LightningModule):
         from rna_predict.model.rna_model import RNAModel
 
         self.model = RNAModel(model_cfg)
+        set_activation_checkpointing(self.model, bool(getattr(training_cfg, "activation_checkpointing", False)))
         self.tcfg = training_cfg
         self.seed = int(seed)
         self.history: list[dict[str, float]] = []
@@ -121,8 +170,8 @@ class RNALightningModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._reset("train")
-        # crop windows depend on the epoch; under DDP Lightning wraps our sampler, so
-        # set the dataset's epoch here rather than relying on EpochSampler.set_epoch
+        # crop windows depend on the epoch: set the dataset's epoch here as well, in case
+        # a sampler that does not forward set_epoch (Lightning's wrappers) is in use
         loader = self.trainer.train_dataloader if self._trainer is not None else None
         dataset = getattr(loader, "dataset", None)
         if hasattr(dataset, "set_epoch"):
@@ -257,5 +306,7 @@ __all__ = [
     "EpochSampler",
     "HistoryCallback",
     "RNALightningModule",
+    "ShardSampler",
+    "process_group_rank",
     "route_lightning_logging",
 ]

@@ -63,6 +63,10 @@ def config_hash(cfg: Config, train_ids: list[str], val_ids: list[str]) -> str:
         for folder in (cfg.angles.out_dir, cfg.features.out_dir):
             path = Path(folder) / f"{rid}.pt"
             h.update(f"{path.name}:{sha256_file(path) if path.is_file() else '-'};".encode())
+    init = Path(cfg.training.init_from) if cfg.training.init_from else None
+    if init is not None:  # the starting weights (and adapters beside them) shape the result
+        for path in (init, init.parent / "adapters.safetensors"):
+            h.update(f"init:{path.name}:{sha256_file(path) if path.is_file() else '-'};".encode())
     return h.hexdigest()
 
 
@@ -74,11 +78,15 @@ def save_model(model: torch.nn.Module, model_cfg: Any, out_dir: str | Path) -> P
     from rna_predict.model.geometry import GEOMETRY_SOURCE
 
     out_dir = Path(out_dir)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    from rna_predict.model.lora import ADAPTERS_FILE, save_adapters, split_state_dict
+
+    base, _ = split_state_dict(model)  # plain names; LoRA adapters go to adapters.safetensors
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in base.items()}
     target = out_dir / "model.safetensors"
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     write_json(out_dir / "model_config.json", {"model": asdict(model_cfg), "geometry": GEOMETRY_SOURCE})
+    save_adapters(model, out_dir / ADAPTERS_FILE)  # no tensors without LoRA
     return target
 
 
@@ -122,28 +130,35 @@ def _dataloaders(cfg: Config, train_ids: list[str], val_ids: list[str]):
     from torch.utils.data import DataLoader
 
     from rna_predict.data.dataset import RecordDataset, collate
-    from rna_predict.train.lightning_module import EpochSampler
+    from rna_predict.train.lightning_module import EpochSampler, ShardSampler
 
     a_dir, f_dir = cfg.angles.out_dir, cfg.features.out_dir
     crop = int(cfg.training.crop)
-    train_ds = RecordDataset(a_dir, f_dir, train_ids, crop, cfg.seed)
+    train_ds = RecordDataset(a_dir, f_dir, train_ids, crop, cfg.seed, cfg.training.crop_mode,
+                             cfg.training.spatial_crop_fraction)
     train = DataLoader(train_ds, batch_size=cfg.training.batch_size, collate_fn=collate,
                        sampler=EpochSampler(len(train_ds), cfg.seed, train_ds), num_workers=0)
     val = None
     if val_ids:
         val_ds = RecordDataset(a_dir, f_dir, val_ids, crop, cfg.seed + 1)
         val = DataLoader(val_ds, batch_size=cfg.training.batch_size, collate_fn=collate,
-                         shuffle=False, num_workers=0)
+                         sampler=ShardSampler(len(val_ds)), num_workers=0)
     return train, val
 
 
 def _resume_path(ckpt_dir: Path, digest: str) -> Path | None:
-    """``last.ckpt`` if it belongs to this configuration, else None (stale files removed)."""
+    """``last.ckpt`` if it belongs to this configuration, else None (stale files removed).
+
+    Under DDP only rank 0 removes stale checkpoints and writes the stamp; the other ranks
+    only read, so none of them deletes the checkpoint rank 0 is about to resume from.
+    """
     last = ckpt_dir / "last.ckpt"
     stamp = ckpt_dir / "config_hash.txt"
     if last.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
         log.info("train: resuming from %s", last)
         return last
+    if launcher_rank() != 0:
+        return None
     if last.is_file():
         log.warning("train: %s belongs to another configuration; starting afresh", last)
         for old in ckpt_dir.glob("*.ckpt"):
@@ -163,7 +178,7 @@ def fit(cfg: Config, callbacks: list | None = None, logger: Any = None, enable_p
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from rna_predict.data.split import read_split_ids
+    from rna_predict.data.split_files import read_split_ids
     from rna_predict.train.lightning_module import (
         HistoryCallback,
         RNALightningModule,
@@ -184,17 +199,22 @@ def fit(cfg: Config, callbacks: list | None = None, logger: Any = None, enable_p
     train_dl, val_dl = _dataloaders(cfg, train_ids, val_ids)
 
     module = RNALightningModule(cfg.model, t, cfg.seed)
+    from rna_predict.train.init_from import prepare_model
+
+    prepare_model(module.model, cfg)  # training.init_from, model.lora (before the optimiser)
     checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="epoch{epoch:04d}",
                                  auto_insert_metric_name=False, save_last=True, save_top_k=0,
                                  every_n_epochs=1, save_on_train_epoch_end=True)
     trainer = L.Trainer(
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
+        num_nodes=int(t.num_nodes),
         max_epochs=int(t.max_epochs), max_steps=int(t.max_steps), deterministic=True,
         gradient_clip_val=float(t.grad_clip) if t.grad_clip > 0 else None,
         logger=logger if logger is not None else False,
         callbacks=[HistoryCallback(), checkpoint, *(callbacks or [])], default_root_dir=str(ckpt_dir),
         num_sanity_val_steps=0, log_every_n_steps=1, enable_model_summary=False,
         enable_progress_bar=enable_progress_bar,
+        use_distributed_sampler=False,  # EpochSampler / ShardSampler split the data by rank
     )
     trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl,
                 ckpt_path=str(resume) if resume else None)
@@ -205,16 +225,35 @@ def fit(cfg: Config, callbacks: list | None = None, logger: Any = None, enable_p
     return module, trainer
 
 
-def run_train(cfg: Config) -> Path:
-    """Stage ``train``: fit, then write the weights, reports and MLflow run; return the weights path."""
+def launcher_rank() -> int:
+    """Global rank of this process as set by the launcher before any process group exists.
+
+    Lightning's DDP launcher re-runs the command for ranks 1.. with ``LOCAL_RANK`` set;
+    torchrun sets ``RANK``, SLURM ``SLURM_PROCID``. Lightning reads these when imported
+    (``rank_zero_only.rank``); 0 for a plain single-process run.
+    """
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def run_train(cfg: Config, callbacks: list | None = None) -> Path:
+    """Stage ``train``: fit, then write the weights, reports and MLflow run; return the weights path.
+
+    Under DDP only rank 0 creates the MLflow run, writes files and logs INFO lines; the
+    other ranks train and log warnings only. ``callbacks`` are passed on to :func:`fit`.
+    """
     import time
 
     from rna_predict.tracking import flatten_metrics, lightning_logger, log_artifacts
 
     started_at = time.time()  # the MLflow run spans the whole stage
     t = cfg.training
-    logger = lightning_logger(cfg, stage="train", started_at=started_at)
-    module, trainer = fit(cfg, logger=logger)
+    rank = launcher_rank()
+    if rank != 0:
+        logging.getLogger("rna_predict").setLevel(logging.WARNING)
+    logger = lightning_logger(cfg, stage="train", started_at=started_at) if rank == 0 else None
+    module, trainer = fit(cfg, callbacks=callbacks, logger=logger)
 
     target = Path(t.out_dir) / "model.safetensors"
     if trainer.is_global_zero:
@@ -234,5 +273,5 @@ def run_train(cfg: Config) -> Path:
     return target
 
 
-__all__ = ["config_hash", "fit", "run_train", "save_model", "source_digest",
+__all__ = ["config_hash", "fit", "launcher_rank", "run_train", "save_model", "source_digest",
            "write_reports"]
