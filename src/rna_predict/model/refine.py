@@ -142,7 +142,9 @@ class ClashNeighbourList:
     def __call__(self, coords: Tensor) -> Tensor:
         x = coords.reshape(-1, 3)[self.atoms]
         self.update(x)
-        d = torch.linalg.vector_norm(x[self.i] - x[self.j], dim=-1)
+        # index_select: its backward (index_add_) is deterministic on CPU, unlike the
+        # accumulating index_put_ behind x[i] (a multithreaded scatter of float sums)
+        d = torch.linalg.vector_norm(x.index_select(0, self.i) - x.index_select(0, self.j), dim=-1)
         return (torch.relu(self.d_min.to(d.dtype) - d) ** 2).sum()
 
 
