@@ -9,17 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from rna_predict.cli import main
-from rna_predict.config import ModelConfig
 from rna_predict.inference.kaggle import KaggleFormatError
 
 USALIGN_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "usalign"
 TARGETS = ("1A51", "1XJR", "1EHZ")
-TINY_MODEL = {"c_s": 16, "c_z": 8, "c_atom": 8, "c_atompair": 4, "c_token": 16,
-              "torsion_layers": 1, "torsion_heads": 2, "pairformer_blocks": 1,
-              "pairformer_heads": 2, "diffusion_blocks": 1, "diffusion_heads": 2, "atom_heads": 1}
 
 
 def c1_file(name: str) -> tuple[str, np.ndarray]:
@@ -100,19 +95,6 @@ def test_noisy_submissions_reproduce_usalign(tmp_path):
         assert r["length"] == len(labels[r["target_id"]][0])
     assert mean == pytest.approx(np.mean(list(expected.values())), abs=0.01)
     assert 0.2 < min(expected.values()) < max(expected.values()) < 0.95  # a real spread
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A seeded, untrained tiny model saved the way the train stage saves it."""
-    from rna_predict.model.rna_model import RNAModel
-    from rna_predict.train.run_train import save_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(**TINY_MODEL)
-    out = tmp_path_factory.mktemp("model")
-    save_model(RNAModel(cfg), cfg, out)
-    return out
 
 
 SEQUENCES = """target_id,sequence,temporal_cutoff,description,all_sequences

@@ -5,25 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rna_predict.config import ModelConfig
 
-TINY_MODEL = {"c_s": 16, "c_z": 8, "c_atom": 8, "c_atompair": 4, "c_token": 16,
-              "torsion_layers": 1, "torsion_heads": 2, "pairformer_blocks": 1,
-              "pairformer_heads": 2, "diffusion_blocks": 1, "diffusion_heads": 2, "atom_heads": 1}
 SEQ40 = "GGCGCUUAGCACGUACGAUCGAUGCAUCGAUGCGCUAGCC"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A seeded, untrained tiny model saved the way the train stage saves it."""
-    from rna_predict.model.rna_model import RNAModel
-    from rna_predict.train.run_train import save_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(**TINY_MODEL)
-    out = tmp_path_factory.mktemp("model")
-    save_model(RNAModel(cfg), cfg, out)
-    return out
 
 
 def test_predict_writes_pdb_that_mdanalysis_reads(model_dir, tmp_path):
