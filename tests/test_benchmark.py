@@ -22,7 +22,7 @@ TINY = [
 
 
 def test_benchmark_reproduces_evaluate_and_guards_leakage(demo_cfg, demo_raw_dir, tmp_path,
-                                                          monkeypatch):
+                                                          monkeypatch, caplog):
     from mlflow.tracking import MlflowClient
 
     from rna_predict.data.split import read_split_ids
@@ -104,6 +104,19 @@ def test_benchmark_reproduces_evaluate_and_guards_leakage(demo_cfg, demo_raw_dir
     again = json.loads((tmp_path / "bench2/summary.json").read_text())
     assert again["n_targets"] == 3 and again["samples"] == 1 and again["steps"] == 1
     assert again["leakage"]["excluded"] == [] and again["leakage"]["similar"] == [train_id]
+
+    # only training records: stopped by the leakage check before anything is sampled
+    only_train = tmp_path / "only_train"
+    only_train.mkdir()
+    shutil.copy(natives / f"{train_id}.pdb", only_train)
+    caplog.clear()
+    assert main(["benchmark", "--natives", str(only_train), "--out", str(tmp_path / "bench3"),
+                 "--params", str(params)]) == 2
+    err = caplog.text
+    assert (f"every target is above split.max_identity={cfg.split.max_identity:.2f} to a "
+            f"training record ({train_id})") in err
+    assert "--include-similar" in err and not (tmp_path / "bench3").exists()
+    assert "scored in" not in err  # no target was sampled (each scored one logs it)
 
 
 def test_benchmark_input_errors(tmp_path):

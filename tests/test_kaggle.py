@@ -145,6 +145,16 @@ def test_predict_kaggle_writes_a_submission_that_score_accepts(model_dir, tmp_pa
     assert again.read_bytes() == out.read_bytes()
 
 
+def test_kaggle_prediction_rejects_samples(tmp_path):
+    # The format has five predictions per residue; a --samples the run would ignore is an error.
+    seqs = tmp_path / "test_sequences.csv"
+    seqs.write_text(SEQUENCES)
+    out = tmp_path / "submission.csv"
+    with pytest.raises(SystemExit, match="always has 5 predictions per residue; drop --samples"):
+        main(["predict", "--kaggle", str(seqs), "--out", str(out), "--samples", "3"])
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("text, problem", [
     ("target_id,description\nT1,x\n", "row 1: missing column(s) sequence"),
     ("target_id,sequence\nT1,GGGAAACCC\nT2,GGAXACC\n", "row 3: target T2: sequence letters outside "

@@ -49,7 +49,10 @@ DEMO = {
 EXTRA = {"1EVV": DEMO["1EHZ"], "FRAG_4QLM": DEMO["4QLM"][:60]}
 
 
-def write_angles(root: Path, seqs: dict[str, str], skipped: tuple[str, ...] = ()) -> None:
+def write_angles(root: Path, seqs: dict[str, str], skipped: tuple[str, ...] = (),
+                 no_features: tuple[str, ...] = ()) -> None:
+    """Angles records and manifest in ``root``, and the features manifest beside it
+    (``root.parent / "features"``): every ok record has features but ``no_features``."""
     root.mkdir(parents=True, exist_ok=True)
     records = {}
     for rid, seq in seqs.items():
@@ -59,11 +62,17 @@ def write_angles(root: Path, seqs: dict[str, str], skipped: tuple[str, ...] = ()
         records[rid] = {"status": "ok"}
     records.update({rid: {"status": "skipped: no RNA chain"} for rid in skipped})
     (root / "manifest.json").write_text(json.dumps({"records": records}))
+    features = root.parent / "features"
+    features.mkdir(exist_ok=True)
+    feats = {rid: {"status": "skipped: RNAfold failed" if rid in no_features else "ok"}
+             for rid in seqs}
+    (features / "manifest.json").write_text(json.dumps({"records": feats}))
 
 
 def make_cfg(tmp: Path, out: str = "splits", seed: int = 0) -> Config:
     cfg = Config(seed=seed)
     cfg.angles.out_dir = str(tmp / "angles")
+    cfg.features.out_dir = str(tmp / "features")
     cfg.split.out_dir = str(tmp / out)
     return cfg
 
@@ -168,6 +177,26 @@ def test_run_split_demo_constraints(tmp_path):
     assert sum(v["nucleotides"] for v in report["sizes"].values()) == 912 + 76 + 60
     assert {"1EHZ", "1EVV"} <= set(next(c["ids"] for c in report["clusters"]
                                         if "1EHZ" in c["ids"]))
+
+
+def test_records_without_features_are_left_out(tmp_path, caplog):
+    # 1EHZ has angles but the features stage skipped it: train would fail loading it.
+    write_angles(tmp_path / "angles", DEMO, no_features=("1EHZ",))
+    with caplog.at_level("WARNING", logger="rna_predict.data.split"):
+        out = run_split(make_cfg(tmp_path))
+    ids = sorted(r["id"] for rows in read_split(out).values() for r in rows)
+    assert ids == sorted(set(DEMO) - {"1EHZ"})
+    report = json.loads((out / "split_report.json").read_text())
+    assert report["without_features"] == ["1EHZ"]
+    assert report["n_records"] == len(DEMO) - 1
+    assert "1 record(s) with angles are not ok in" in caplog.text and "1EHZ" in caplog.text
+    # The full set splits with an empty list; no features manifest is a clear error.
+    write_angles(tmp_path / "angles", DEMO)
+    assert json.loads((run_split(make_cfg(tmp_path, "all")) / "split_report.json")
+                      .read_text())["without_features"] == []
+    (tmp_path / "features" / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no features manifest; run `rna-predict features`"):
+        run_split(make_cfg(tmp_path, "none"))
 
 
 def test_run_split_seeded_determinism(tmp_path):

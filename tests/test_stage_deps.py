@@ -35,10 +35,10 @@ DATA_DEPS = {
     "fetch": ["lists"],
     "angles": ["data/raw"],
     "features": ["data/angles"],
-    "split": ["data/angles"],
+    "split": ["data/angles", "data/features"],
     "train": ["data/angles", "data/features", "data/splits", "pretrained"],
     "evaluate": ["data/angles", "data/features", "data/splits", "models/adapters.safetensors",
-                 "models/model.safetensors", "models/model_config.json"],
+                 "models/model.safetensors", "models/model_config.json", "pretrained"],
     "sweep": ["data/angles", "data/features", "data/splits", "pretrained"],
 }
 

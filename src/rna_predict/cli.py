@@ -52,7 +52,8 @@ STAGE_HELP: dict[str, dict[str, str]] = {
     },
     "split": {
         "summary": "train/val/test split by sequence-identity clusters",
-        "reads": "data/angles/",
+        "reads": "data/angles/, data/features/ (manifest.json: records the features\n"
+                 "stage skipped are left out)",
         "params": "seed, split",
         "writes": "data/splits/{train,val,test}.csv, data/splits/split_report.json",
     },
@@ -71,7 +72,8 @@ STAGE_HELP: dict[str, dict[str, str]] = {
         "summary": "score the trained model on the test split against two baselines",
         "reads": "models/model.safetensors, models/model_config.json,\n"
                  "models/adapters.safetensors, data/angles/,\n"
-                 "data/features/, data/splits/ (test.csv; train.csv for the baselines)",
+                 "data/features/, data/splits/ (test.csv; train.csv for the baselines),\n"
+                 "pretrained/ (the model.torsionbert_path checkpoint of a torsionbert model)",
         "params": "seed, eval, training.out_dir (the model), training.num_threads,\n"
                   "training.accelerator",
         "writes": "reports/eval/ (metrics.json, per_target.csv, angle_mae.png,\n"
@@ -191,7 +193,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference.predict import read_fasta, run_predict
 
     if args.kaggle:
-        from .inference.kaggle import predict_kaggle
+        from .inference.kaggle import N_PREDICTIONS, predict_kaggle
+
+        if args.samples is not None:
+            raise SystemExit(f"--samples: a Kaggle submission always has {N_PREDICTIONS} "
+                             "predictions per residue; drop --samples with --kaggle")
 
         print(predict_kaggle(Path(args.model_dir), Path(args.kaggle), Path(args.out),
                              steps=args.steps, seed=args.seed, refine_steps=args.refine_steps))
@@ -203,7 +209,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         sequence = entries[0][1]
     else:
         sequence = args.sequence
-    paths = run_predict(Path(args.model_dir), sequence, Path(args.out), samples=args.samples,
+    samples = 1 if args.samples is None else args.samples
+    paths = run_predict(Path(args.model_dir), sequence, Path(args.out), samples=samples,
                         steps=args.steps, seed=args.seed, refine_steps=args.refine_steps)
     for p in paths:
         print(p)
@@ -222,8 +229,9 @@ writes: stdout only: a table in degrees, or with --json one JSON array with DSSR
 _PREDICT_DESCRIPTION = """\
 Predict all-atom structures for one sequence with the trained model (outside the pipeline).
 
-reads : --model-dir (default models/): model.safetensors and model_config.json written
-        by `rna-predict train`; the sequence from --sequence or --fasta (one record), or
+reads : --model-dir (default models/): model.safetensors, model_config.json and
+        adapters.safetensors written by `rna-predict train` (a torsionbert model also its
+        model.torsionbert_path checkpoint, e.g. in pretrained/); the sequence from --sequence or --fasta (one record), or
         with --kaggle a Kaggle Stanford RNA 3D sequences CSV (target_id,sequence,...)
 params: none (params.yaml is not read; the options below set sampling)
 writes: --out in the format its suffix names: .pdb/.ent PDB, .cif/.mmcif mmCIF (any
@@ -242,8 +250,9 @@ Score the trained model and both baselines on a directory of native structures
 (outside the pipeline): the metrics of `evaluate`, with a leakage guard.
 
 reads : --natives DIR (.pdb/.ent/.cif/.mmcif, optionally .gz; one target per file, all
-        RNA chains predicted as one complex), models/model.safetensors and
-        model_config.json (training.out_dir), data/angles/ and data/splits/train.csv
+        RNA chains predicted as one complex), models/model.safetensors,
+        model_config.json and adapters.safetensors (training.out_dir; a torsionbert model
+        also its checkpoint in pretrained/), data/angles/ and data/splits/train.csv
         (baselines and identity to the training records)
 params: seed, eval (steps, refine_steps, samples unless --samples, bootstrap_samples),
         split.max_identity, angles, features.temperature, training.out_dir
@@ -253,7 +262,8 @@ also  : an MLflow run (stage=benchmark) in training.tracking_uri"""
 
 _BENCHMARK_EPILOG = """\
 targets more than split.max_identity identical to a training record are flagged in
-per_target.csv and left out of summary.json unless --include-similar.
+per_target.csv and left out of summary.json unless --include-similar; when every target
+is, the run stops with an error before loading the model or sampling anything.
 examples:
   rna-predict benchmark --natives natives/ --samples 5
   rna-predict benchmark --natives natives/ --out reports/benchmark/puzzles eval.steps=50"""
@@ -307,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "residue) to --out")
     pr.add_argument("--out", required=True,
                     help="output path; .pdb/.ent write PDB, .cif/.mmcif write mmCIF")
-    pr.add_argument("--samples", type=int, default=1, help="structures to sample (default 1)")
+    pr.add_argument("--samples", type=int, default=None,
+                    help="structures to sample (default 1; not with --kaggle: always 5)")
     pr.add_argument("--steps", type=int, default=200, help="sampler steps (AF3 uses 200)")
     pr.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     pr.add_argument("--refine-steps", type=int, default=200,

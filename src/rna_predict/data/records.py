@@ -61,11 +61,12 @@ def save_pt(obj: dict[str, Any], path: str | Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def ok_record_ids(angles_dir: str | Path) -> list[str]:
-    """Sorted ids whose status in ``<angles_dir>/manifest.json`` is ``ok``."""
-    manifest = Path(angles_dir) / "manifest.json"
+def ok_record_ids(stage_dir: str | Path, stage: str = "angles") -> list[str]:
+    """Sorted ids whose status in ``<stage_dir>/manifest.json`` is ``ok``: the manifest
+    of the ``angles`` stage, or of ``features`` (same shape: ``records`` -> ``status``)."""
+    manifest = Path(stage_dir) / "manifest.json"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: no angles manifest; run `rna-predict angles` first")
+        raise FileNotFoundError(f"{manifest}: no {stage} manifest; run `rna-predict {stage}` first")
     records = json.loads(manifest.read_text())["records"]
     return sorted(rid for rid, rec in records.items() if rec.get("status") == "ok")
 

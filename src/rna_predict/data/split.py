@@ -755,9 +755,22 @@ def make_split(ids: Sequence[str], seqs: Sequence[str], fractions: Sequence[floa
 
 
 def run_split(cfg: Any) -> Path:
-    """Write ``{train,val,test}.csv`` and ``split_report.json``; return the out dir."""
+    """Write ``{train,val,test}.csv`` and ``split_report.json``; return the out dir.
+
+    Records are those ``ok`` in both the angles and the features manifests: a record the
+    features stage skipped cannot be trained on, so it is left out here (listed in the
+    report's ``without_features``) rather than failing ``train`` when it is first loaded.
+    """
     angles_dir, out_dir = Path(cfg.angles.out_dir), Path(cfg.split.out_dir)
-    ids = ok_record_ids(angles_dir)
+    with_features = set(ok_record_ids(cfg.features.out_dir, "features"))
+    angle_ids = ok_record_ids(angles_dir)
+    ids = [rid for rid in angle_ids if rid in with_features]
+    without_features = [rid for rid in angle_ids if rid not in with_features]
+    if without_features:
+        log.warning("split: %d record(s) with angles are not ok in %s/manifest.json (the "
+                    "features stage skipped them), left out: %s", len(without_features),
+                    cfg.features.out_dir, ", ".join(without_features[:20])
+                    + (" ..." if len(without_features) > 20 else ""))
     seqs = [str(load_record(Path(angles_dir) / f"{rid}.pt", SEQUENCE_KEYS)["sequence"]) for rid in
             tqdm(ids, desc="split: load", unit="rec")]
     log.info("split: %d ok records, %d nt, max_identity %.2f, seed %d",
@@ -765,6 +778,7 @@ def run_split(cfg: Any) -> Path:
     result = make_split(ids, seqs, list(cfg.split.fractions), int(cfg.seed),
                         float(cfg.split.max_identity), int(cfg.split.min_per_split),
                         int(cfg.split.kmer), int(cfg.split.min_identity_length))
+    result["report"]["without_features"] = without_features
     length = dict(zip(ids, map(len, seqs)))
     for name in SPLITS:
         rows = "".join(f"{rid},{length[rid]}\n" for rid in result["splits"][name])

@@ -19,7 +19,8 @@ optionally gzipped; the target id is the file name without its suffixes):
   ``split.min_identity_length``), computed exactly: every target is aligned to every
   distinct training sequence (a benchmark has tens of targets, so no prefilter is needed);
   targets above ``split.max_identity`` are flagged and left out of the summary unless
-  ``include_similar``.
+  ``include_similar``. The check runs on every native before the model is loaded: when
+  it would leave no target, :class:`BenchmarkError` says so before anything is sampled.
 
 The summary (``summary.json``) is :func:`rna_predict.evaluate.run_evaluate.aggregate` of
 the included targets (paired bootstrap intervals of model minus baseline) plus the
@@ -155,46 +156,54 @@ def run_benchmark(cfg: Config, natives: str | Path, out_dir: str | Path | None =
     out = Path(out_dir) if out_dir else Path("reports/benchmark") / Path(natives).resolve().name
     torch.set_num_threads(int(cfg.training.num_threads))
     torch.manual_seed(cfg.seed)
-    model = load_model(cfg.training.out_dir, device=eval_device(cfg.training.accelerator))
     table, train_seqs = _train_table_and_sequences(cfg)
     log.info("benchmark: %d natives in %s, %d samples x %d steps, refined %d steps",
              len(files), natives, n_samples, e.steps, e.refine_steps)
 
-    items, recs, skipped = [], [], {}
-    for path in tqdm(files, desc="benchmark", unit="target"):
+    recs, skipped = [], {}
+    for path in tqdm(files, desc="benchmark: read natives", unit="target"):
         rid = target_id(path)
         try:
-            rec = native_record(path, rid, cfg)
+            recs.append(native_record(path, rid, cfg))
         except StructureError as exc:
             log.error("benchmark: skipping %s: %s", path.name, exc)
             skipped[rid] = str(exc).replace(str(path), path.name)
-            continue
-        t0 = time.perf_counter()
-        f = cfg.features
-        feats, _ = featurize(rec, f.temperature, f.max_global_len, f.window, f.max_bp_span)
-        example = example_from_record(rec, feats["bpp"])
-        items.append(score_target(model, example, rec, table, n_samples, e.steps,
-                                  e.refine_steps, cfg.seed, "benchmark"))
-        log.info("benchmark: %s L=%d scored in %.1f s", rid, len(rec["sequence"]),
-                 time.perf_counter() - t0)
-        recs.append(rec)
-    if not items:
+    if not recs:
         raise BenchmarkError(f"{natives}: no native could be read ({len(skipped)} skipped)")
 
+    # The leakage check comes before any prediction: a run whose every target would be
+    # excluded stops here, not after hours of sampling.
     threshold = float(cfg.split.max_identity)
     min_length = int(cfg.split.min_identity_length)
     distinct_train = sorted(set(train_seqs))
     identity = [max((sequence_identity(str(r["sequence"]), t, min_length=min_length)
                      for t in distinct_train), default=0.0)
                 for r in tqdm(recs, desc="benchmark: identity to train", unit="target")]
-    for it, ident in zip(items, identity):
-        it["row"]["max_identity_train"] = float(ident)
-        it["row"]["similar"] = bool(ident > threshold)
-    similar = [it["row"]["id"] for it in items if it["row"]["similar"]]
+    similar = [str(r["id"]) for r, ident in zip(recs, identity) if ident > threshold]
     if similar:
         log.warning("benchmark: %d target(s) above split.max_identity=%.2f to a training record: "
                     "%s (%s)", len(similar), threshold, ", ".join(similar),
                     "kept: --include-similar" if include_similar else "excluded from the summary")
+    if len(similar) == len(recs) and not include_similar:
+        raise BenchmarkError(
+            f"{natives}: every target is above split.max_identity={threshold:.2f} to a training "
+            f"record ({', '.join(similar)}), so none is left for the summary; pass "
+            "--include-similar to score them anyway")
+
+    model = load_model(cfg.training.out_dir, device=eval_device(cfg.training.accelerator))
+    items = []
+    for rec, ident in zip(tqdm(recs, desc="benchmark", unit="target"), identity):
+        t0 = time.perf_counter()
+        f = cfg.features
+        feats, _ = featurize(rec, f.temperature, f.max_global_len, f.window, f.max_bp_span)
+        example = example_from_record(rec, feats["bpp"])
+        item = score_target(model, example, rec, table, n_samples, e.steps, e.refine_steps,
+                            cfg.seed, "benchmark")
+        item["row"]["max_identity_train"] = float(ident)
+        item["row"]["similar"] = bool(ident > threshold)
+        items.append(item)
+        log.info("benchmark: %s L=%d scored in %.1f s", rec["id"], len(rec["sequence"]),
+                 time.perf_counter() - t0)
     kept = [it for it in items if include_similar or not it["row"]["similar"]]
     summary = aggregate(kept, n_samples, e.steps, e.refine_steps, e.bootstrap_samples, cfg.seed)
     summary["geometry_fit_overlap"] = geometry_fit_overlap([it["row"]["id"] for it in kept])
