@@ -47,6 +47,8 @@ def wheel_extra(cache_dir: Path) -> Callable[[str], Path]:
 TINY_MODEL = {"c_s": 16, "c_z": 8, "c_atom": 8, "c_atompair": 4, "c_token": 16,
               "torsion_layers": 1, "torsion_heads": 2, "pairformer_blocks": 1,
               "pairformer_heads": 2, "diffusion_blocks": 1, "diffusion_heads": 2, "atom_heads": 1}
+#: :data:`TINY_MODEL` as Hydra overrides, for tests that compose a Config
+TINY_MODEL_OVERRIDES = [f"model.{k}={v}" for k, v in TINY_MODEL.items()]
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,13 @@ import pytest
 
 from rna_predict.data.atomic import sha256_file
 
+from conftest import TINY_MODEL_OVERRIDES
+
 WORKER = Path(__file__).with_name("ddp_train_worker.py")
 
 #: a tiny model; 12 train records / (2 ranks x batch 2) = 3 steps per epoch, 2 epochs
 DDP = [
-    "model.c_s=16", "model.c_z=8", "model.c_atom=8", "model.c_atompair=4", "model.c_token=16",
-    "model.torsion_layers=1", "model.torsion_heads=2", "model.pairformer_blocks=1",
-    "model.pairformer_heads=2", "model.diffusion_blocks=1", "model.diffusion_heads=2",
-    "model.atom_heads=1", "training.crop=16", "training.batch_size=2",
+    *TINY_MODEL_OVERRIDES, "training.crop=16", "training.batch_size=2",
     "training.noise_copies=2", "training.max_epochs=2", "training.num_threads=1",
     "training.strategy=ddp", "training.devices=2", "training.accelerator=cpu",
 ]

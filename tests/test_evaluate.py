@@ -11,11 +11,10 @@ import torch
 
 from rna_predict.evaluate.run_evaluate import topology_mask
 
+from conftest import TINY_MODEL_OVERRIDES
+
 TINY = [
-    "model.c_s=16", "model.c_z=8", "model.c_atom=8", "model.c_atompair=4", "model.c_token=16",
-    "model.torsion_layers=1", "model.torsion_heads=2", "model.pairformer_blocks=1",
-    "model.pairformer_heads=2", "model.diffusion_blocks=1", "model.diffusion_heads=2",
-    "model.atom_heads=1", "eval.samples=2", "eval.steps=2", "eval.max_targets=2",
+    *TINY_MODEL_OVERRIDES, "eval.samples=2", "eval.steps=2", "eval.max_targets=2",
 ]
 
 

@@ -10,12 +10,11 @@ import pytest
 
 from rna_predict.data.atomic import sha256_file
 
+from conftest import TINY_MODEL_OVERRIDES
+
 #: a tiny model so that a few optimiser steps take seconds on 2 CPU cores
 TINY = [
-    "model.c_s=16", "model.c_z=8", "model.c_atom=8", "model.c_atompair=4", "model.c_token=16",
-    "model.torsion_layers=1", "model.torsion_heads=2", "model.pairformer_blocks=1",
-    "model.pairformer_heads=2", "model.diffusion_blocks=1", "model.diffusion_heads=2",
-    "model.atom_heads=1", "training.crop=16", "training.batch_size=2",
+    *TINY_MODEL_OVERRIDES, "training.crop=16", "training.batch_size=2",
     "training.noise_copies=2", "training.max_epochs=2", "training.max_steps=3",
     "training.num_threads=2",
 ]
