@@ -10,12 +10,13 @@ training split (with ``--include-similar``: some demo natives are training recor
 timing is the point here); MLflow tracking is off (``training.tracking_uri`` empty,
 ``MLFLOW_TRACKING_URI`` unset) and the outputs go to the temporary directory.
 The baseline in the same run is prediction alone: the model's sampler on the same
-native's sequence and features with the same samples, steps and refinement (the model's
-``sample``, one batched call, as :func:`rna_predict.evaluate.run_evaluate.score_target`),
-so the table shows what reading the native, the training-split baselines and identity
-check, loading the model, features, metrics, bootstrap and plots add (``ratio``: CPU
-time of the benchmark over that of the sampler alone). Prints wall time, CPU time of this process (user + system; the fairer figure
-on a shared machine), the load average and the peak RSS so far.
+native's input (:func:`rna_predict.evaluate.benchmark.native_example`) with the same
+samples, steps and refinement (the model's ``sample``, one batched call, as
+:func:`rna_predict.evaluate.run_evaluate.score_target`), so the table shows what reading
+the native, the training-split baselines and identity check, loading the model,
+features, metrics, bootstrap and plots add (``ratio``: CPU time of the benchmark over
+that of the sampler alone). Prints wall time, CPU time of this process (user + system;
+the fairer figure on a shared machine), the load average and the peak RSS so far.
 
     python benchmarks/bench_benchmark_speed.py [--ids 1DQF,1A51,1EHZ,4QK8]
         [--raw-dir data/raw] [OVERRIDES ...]   e.g. eval.steps=50
@@ -34,9 +35,9 @@ from pathlib import Path
 import torch
 
 from rna_predict.config import load_config
-from rna_predict.data.dataset import collate, example_from_record
-from rna_predict.data.features import featurize
-from rna_predict.evaluate.benchmark import native_files, native_record, run_benchmark
+from rna_predict.data.dataset import collate
+from rna_predict.evaluate.benchmark import (native_example, native_files, native_record,
+                                            run_benchmark)
 from rna_predict.inference.predict import load_model
 
 
@@ -74,9 +75,7 @@ def main() -> None:
             rec = native_record(native_files(natives)[0], rid, cfg)
             bench_wall, bench_cpu = _timed(lambda: run_benchmark(
                 cfg, natives, Path(tmp) / rid / "out", include_similar=True))
-            f = cfg.features
-            bpp = featurize(rec, f.temperature, f.max_global_len, f.window, f.max_bp_span)[0]["bpp"]
-            batch = collate([example_from_record(rec, bpp)])
+            batch = collate([native_example(rec, cfg)])
             gen = torch.Generator().manual_seed(int(cfg.seed))
             with torch.no_grad():
                 pred_wall, pred_cpu = _timed(lambda: model.sample(

@@ -231,8 +231,9 @@ Predict all-atom structures for one sequence with the trained model (outside the
 
 reads : --model-dir (default models/): model.safetensors, model_config.json and
         adapters.safetensors written by `rna-predict train` (a torsionbert model also its
-        model.torsionbert_path checkpoint, e.g. in pretrained/); the sequence from --sequence or --fasta (one record), or
-        with --kaggle a Kaggle Stanford RNA 3D sequences CSV (target_id,sequence,...)
+        model.torsionbert_path checkpoint, e.g. in pretrained/); the sequence from
+        --sequence or --fasta (one record), or with --kaggle a Kaggle Stanford RNA 3D
+        sequences CSV (target_id,sequence,...)
 params: none (params.yaml is not read; the options below set sampling)
 writes: --out in the format its suffix names: .pdb/.ent PDB, .cif/.mmcif mmCIF (any
         other suffix is an error); with --samples N > 1: OUT_1.<ext> .. OUT_N.<ext>;

@@ -105,6 +105,17 @@ def native_record(path: Path, rid: str, cfg: Config) -> dict[str, Any]:
     return build_record(rid, structure, torsions)
 
 
+def native_example(rec: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """The model input of a native record: its base-pair probabilities computed as the
+    ``features`` stage computes them (:func:`rna_predict.data.features.featurize`)."""
+    from rna_predict.data.dataset import example_from_record
+    from rna_predict.data.features import featurize
+
+    f = cfg.features
+    feats, _ = featurize(rec, f.temperature, f.max_global_len, f.window, f.max_bp_span)
+    return example_from_record(rec, feats["bpp"])
+
+
 def _train_table_and_sequences(cfg: Config) -> tuple[np.ndarray, list[str]]:
     """Mean-torsion table fitted on the TRAIN split, and the training sequences."""
     from rna_predict.data.split_files import read_split_ids
@@ -140,8 +151,6 @@ def run_benchmark(cfg: Config, natives: str | Path, out_dir: str | Path | None =
     ``eval.samples``. Sampler steps, refinement, bootstrap resamples and the seed are
     those of ``eval`` and ``seed``, so the test split's natives reproduce ``evaluate``.
     """
-    from rna_predict.data.dataset import example_from_record
-    from rna_predict.data.features import featurize
     from rna_predict.data.split import sequence_identity
     from rna_predict.data.structure import StructureError
     from rna_predict.inference.predict import load_model
@@ -179,7 +188,8 @@ def run_benchmark(cfg: Config, natives: str | Path, out_dir: str | Path | None =
     identity = [max((sequence_identity(str(r["sequence"]), t, min_length=min_length)
                      for t in distinct_train), default=0.0)
                 for r in tqdm(recs, desc="benchmark: identity to train", unit="target")]
-    similar = [str(r["id"]) for r, ident in zip(recs, identity) if ident > threshold]
+    is_similar = [ident > threshold for ident in identity]
+    similar = [str(r["id"]) for r, sim in zip(recs, is_similar) if sim]
     if similar:
         log.warning("benchmark: %d target(s) above split.max_identity=%.2f to a training record: "
                     "%s (%s)", len(similar), threshold, ", ".join(similar),
@@ -192,15 +202,13 @@ def run_benchmark(cfg: Config, natives: str | Path, out_dir: str | Path | None =
 
     model = load_model(cfg.training.out_dir, device=eval_device(cfg.training.accelerator))
     items = []
-    for rec, ident in zip(tqdm(recs, desc="benchmark", unit="target"), identity):
+    for rec, ident, sim in zip(tqdm(recs, desc="benchmark", unit="target"), identity,
+                               is_similar):
         t0 = time.perf_counter()
-        f = cfg.features
-        feats, _ = featurize(rec, f.temperature, f.max_global_len, f.window, f.max_bp_span)
-        example = example_from_record(rec, feats["bpp"])
-        item = score_target(model, example, rec, table, n_samples, e.steps, e.refine_steps,
-                            cfg.seed, "benchmark")
+        item = score_target(model, native_example(rec, cfg), rec, table, n_samples, e.steps,
+                            e.refine_steps, cfg.seed, "benchmark")
         item["row"]["max_identity_train"] = float(ident)
-        item["row"]["similar"] = bool(ident > threshold)
+        item["row"]["similar"] = bool(sim)
         items.append(item)
         log.info("benchmark: %s L=%d scored in %.1f s", rec["id"], len(rec["sequence"]),
                  time.perf_counter() - t0)
@@ -229,5 +237,5 @@ def run_benchmark(cfg: Config, natives: str | Path, out_dir: str | Path | None =
     return summary_path
 
 
-__all__ = ["BenchmarkError", "native_files", "native_record",
+__all__ = ["BenchmarkError", "native_example", "native_files", "native_record",
            "run_benchmark", "target_id", "write_benchmark_plots"]
